@@ -1,0 +1,157 @@
+"""Projected-full Attention (PFA).
+
+LPST projects a spike tensor X [T, N, C, H, W] onto rank-R temporal, channel and spatial factors; AMC composes them into a
+full attention map A[t, n, c, h, w] = sum_r lambda_r * Tf[n, r, t] * Cf[n, r, c] * S[n, r, h, w]; the output is
+relu(A * X) ("mul") or relu(A + X) ("add").
+
+A is never kept for backward: `_ProjectedFullAttention` recomputes it from the small factors, so the module's saved
+state beyond its input is a few tensors of size T*N*C*R and N*R*H*W.
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.amp import custom_bwd, custom_fwd
+
+FUSIONS = ("mul", "add")
+LAYOUTS = ("TNCHW", "NCHWT")
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"PFA: {name} must be a positive integer, got {value!r}")
+    return value
+
+
+def compose(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """AMC as one batched product: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W]."""
+    return torch.matmul(u, s)
+
+
+def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]."""
+    grad_u = torch.matmul(grad_a, s.mT)
+    grad_s = torch.zeros_like(s)
+    for u_t, grad_a_t in zip(u.mT, grad_a, strict=True):  # loops over T, accumulating in place
+        grad_s.baddbmm_(u_t, grad_a_t)
+    return grad_u, grad_s
+
+
+class _ProjectedFullAttention(torch.autograd.Function):
+    """relu(A (*|+) X) whose backward recomputes A instead of storing it."""
+
+    @staticmethod
+    @custom_fwd(device_type="cuda")
+    def forward(ctx, x, module, *params):
+        channel_mean, pooled = x.mean(2), x.mean((3, 4))
+        u, s = module.project(channel_mean, pooled)
+        y = compose(u, s).view_as(x).to(x.dtype)
+        y = y.mul_(x) if module.fusion == "mul" else y.add_(x)
+        ctx.module = module
+        ctx.save_for_backward(x, channel_mean, pooled)
+        return y.relu_()
+
+    @staticmethod
+    @custom_bwd(device_type="cuda")
+    def backward(ctx, grad_y):
+        x, channel_mean, pooled = ctx.saved_tensors
+        module = ctx.module
+        params = list(module.parameters())
+        with torch.enable_grad():
+            channel_mean = channel_mean.detach().requires_grad_()
+            pooled = pooled.detach().requires_grad_()
+            u, s = module.project(channel_mean, pooled)
+        a = compose(u.detach(), s.detach()).view_as(x).to(x.dtype)
+        if module.fusion == "mul":
+            # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
+            grad_z = torch.where(x > 0, grad_y, 0)
+            grad_a = grad_z * x
+            grad_x = a.mul_(grad_z)
+        else:
+            grad_a = grad_x = torch.where(a.add_(x) > 0, grad_y, 0)
+        flat = grad_a.flatten(3)
+        grad_u, grad_s = compose_grads(u.detach().to(flat.dtype), s.detach().to(flat.dtype), flat)
+        wanted = [channel_mean, pooled] + [p for p, need in zip(params, ctx.needs_input_grad[2:], strict=True) if need]
+        grads = iter(torch.autograd.grad((u, s), wanted, (grad_u.to(u.dtype), grad_s.to(s.dtype)), allow_unused=True))
+        grad_mean, grad_pooled = next(grads), next(grads)
+        h, w = x.shape[3:]
+        grad_x = grad_x.add(grad_mean.unsqueeze(2).to(x.dtype), alpha=1 / x.shape[2])
+        grad_x.add_(grad_pooled[..., None, None].to(x.dtype), alpha=1 / (h * w))
+        grad_params = [next(grads) if need else None for need in ctx.needs_input_grad[2:]]
+        return grad_x, None, *grad_params
+
+
+class PFA(nn.Module):
+    """Projected-full Attention for multi-step spike tensors.
+
+    Args:
+        T: time steps; C: channels; rank: R, the number of rank-1 terms ("connecting factor").
+        kernel_size: odd size of the spatial projection's convolution (3 in the paper).
+        fusion: "mul" -> relu(A * X) (default), "add" -> relu(A + X).
+        layout: "TNCHW" (spikingjelly's multi-step layout) or "NCHWT" (time last, as in FSVAE).
+    """
+
+    def __init__(self, T: int, C: int, rank: int, kernel_size: int = 3, fusion: str = "mul", layout: str = "TNCHW"):
+        super().__init__()
+        self.T, self.C, self.rank = _positive_int("T", T), _positive_int("C", C), _positive_int("rank", rank)
+        if _positive_int("kernel_size", kernel_size) % 2 == 0:
+            raise ValueError(f"PFA: kernel_size must be odd to keep H and W, got {kernel_size}")
+        if fusion not in FUSIONS:
+            raise ValueError(f"PFA: fusion must be one of {FUSIONS}, got {fusion!r}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"PFA: layout must be one of {LAYOUTS}, got {layout!r}")
+        self.kernel_size, self.fusion, self.layout = kernel_size, fusion, layout
+        self.spatial = nn.Conv2d(T, rank, kernel_size, padding=kernel_size // 2)
+        self.temporal = nn.Linear(C, rank)
+        self.channel = nn.Linear(T, rank)
+        self.rank_logits = nn.Parameter(torch.ones(rank))
+
+    def extra_repr(self) -> str:
+        return f"T={self.T}, C={self.C}, rank={self.rank}, fusion={self.fusion!r}, layout={self.layout!r}"
+
+    def rank_weights(self) -> torch.Tensor:
+        """lambda = softmax(theta); the additive fusion scales it by R to keep the reference's unweighted sum."""
+        weights = torch.softmax(self.rank_logits, 0)
+        return weights * self.rank if self.fusion == "add" else weights
+
+    def project(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """LPST: channel_mean [T, N, H, W], pooled [T, N, C] -> u = lambda*Tf*Cf [T, N, C, R], S [N, R, H*W]."""
+        spatial = torch.sigmoid(self.spatial(channel_mean.transpose(0, 1))).flatten(2)
+        temporal = torch.sigmoid(self.temporal(pooled))
+        channel = torch.sigmoid(self.channel(pooled.permute(1, 2, 0)))
+        u = temporal.unsqueeze(2) * (channel * self.rank_weights()).unsqueeze(0)
+        return u, spatial
+
+    def factors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The learned factors for `x`, for inspection: temporal [N, R, T], channel [N, R, C], spatial [N, R, H, W]."""
+        x = self._time_first(x)
+        pooled = x.mean((3, 4))
+        spatial = torch.sigmoid(self.spatial(x.mean(2).transpose(0, 1)))
+        return {
+            "temporal": torch.sigmoid(self.temporal(pooled)).permute(1, 2, 0),
+            "channel": torch.sigmoid(self.channel(pooled.permute(1, 2, 0))).mT,
+            "spatial": spatial,
+            "weights": self.rank_weights(),
+        }
+
+    def attention_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The composed attention map A for `x`, in the module's layout."""
+        x = self._time_first(x)
+        u, s = self.project(x.mean(2), x.mean((3, 4)))
+        return self._restore_layout(compose(u, s).view_as(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._time_first(x)
+        return self._restore_layout(_ProjectedFullAttention.apply(x, self, *self.parameters()))
+
+    def _time_first(self, x: torch.Tensor) -> torch.Tensor:
+        expected = (self.T, "N", self.C, "H", "W") if self.layout == "TNCHW" else ("N", self.C, "H", "W", self.T)
+        if x.dim() == 5:
+            x_t = x if self.layout == "TNCHW" else x.permute(4, 0, 1, 2, 3)
+            if x_t.shape[0] == self.T and x_t.shape[2] == self.C:
+                return x_t
+        layout = "[" + ", ".join(map(str, expected)) + "]"
+        raise ValueError(f"PFA(T={self.T}, C={self.C}) expects a {self.layout} tensor {layout}, got {list(x.shape)}")
+
+    def _restore_layout(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.layout == "TNCHW" else y.permute(1, 2, 3, 4, 0)

@@ -1,0 +1,1 @@
+"""Spiking image generation: FSVAE with PFA, its layers and metrics."""

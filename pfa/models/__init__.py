@@ -1,0 +1,1 @@
+"""Spiking network families, one file each."""

@@ -1,0 +1,99 @@
+"""Spiking ResNet-18 / ResNet-19 with an attention module after the stem and after every stage.
+
+The stem (3x3 conv + BN + LIF) sees the image repeated over T (direct encoding) or the event frames; blocks are the
+basic residual block with the LIF after the sum. ResNet-19 is the tdBN paper's CIFAR network (128-256-512 channels,
+3-3-2 blocks, an FC-256 + LIF before the classifier); ResNet-18 the usual 64-128-256-512, 2-2-2-2.
+"""
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import layer
+
+from pfa.models.layers import conv_bn, make_attention, spiking_neuron, to_time_first
+from pfa.models.vgg import scaled
+
+ARCHS = {
+    # name: (stem channels, ((channels, blocks, stride), ...), hidden FC width or 0)
+    "resnet18": (64, ((64, 2, 1), (128, 2, 2), (256, 2, 2), (512, 2, 2)), 0),
+    "resnet19": (128, ((128, 3, 1), (256, 3, 2), (512, 2, 2)), 256),
+}
+
+
+class BasicBlock(nn.Module):
+    """conv-BN-LIF-conv-BN plus the (projected) input, then LIF."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.residual = nn.Sequential(
+            conv_bn(in_channels, out_channels, stride), spiking_neuron(), conv_bn(out_channels, out_channels)
+        )
+        projected = stride != 1 or in_channels != out_channels
+        self.shortcut = conv_bn(in_channels, out_channels, stride, kernel_size=1) if projected else nn.Identity()
+        self.neuron = spiking_neuron()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neuron(self.residual(x) + self.shortcut(x))
+
+
+class SpikingResNet(nn.Module):
+    """Spiking ResNet on [N, C, H, W] images (repeated over T) or [N, T, C, H, W] frames.
+
+    Args:
+        arch: "resnet18" or "resnet19".
+        num_classes, T, in_channels: as in `SpikingVGG`.
+        input_pool: if set, frames are first average-pooled to input_pool x input_pool.
+        attention, rank: the attention kind and PFA's rank.
+        positions: attention slots in use: 0 = after the stem, k = after stage k; default: after every stage.
+        width: multiplies every channel count.
+    """
+
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        T: int,
+        in_channels: int = 3,
+        input_pool: int | None = None,
+        attention: str = "pfa",
+        rank: int = 8,
+        positions: tuple[int, ...] | None = None,
+        width: float = 1.0,
+    ):
+        super().__init__()
+        if arch not in ARCHS:
+            raise ValueError(f"SpikingResNet: arch must be one of {tuple(ARCHS)}, got {arch!r}")
+        stem, stages, hidden = ARCHS[arch]
+        available = tuple(range(len(stages) + 1))
+        positions = available[1:] if positions is None else tuple(positions)
+        if not set(positions) <= set(available):
+            raise ValueError(f"SpikingResNet: attention positions must be in {available}, got {positions}")
+        self.T = T
+        channels = scaled(stem, width)
+        blocks: list[nn.Module] = []
+        if input_pool is not None:
+            blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
+        blocks += [conv_bn(in_channels, channels), spiking_neuron()]
+        if 0 in positions:
+            blocks.append(make_attention(attention, T, channels, rank))
+        for index, (out_channels, depth, stride) in enumerate(stages, start=1):
+            out_channels = scaled(out_channels, width)
+            for block in range(depth):
+                blocks.append(BasicBlock(channels, out_channels, stride if block == 0 else 1))
+                channels = out_channels
+            if index in positions:
+                blocks.append(make_attention(attention, T, channels, rank))
+        self.features = nn.Sequential(*blocks)
+        head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        if hidden:
+            head += [nn.Linear(channels, hidden)]
+            self.classifier = nn.Sequential(
+                layer.SeqToANNContainer(*head),
+                spiking_neuron(),
+                layer.SeqToANNContainer(nn.Linear(hidden, num_classes)),
+            )
+        else:
+            self.classifier = layer.SeqToANNContainer(*head, nn.Linear(channels, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """-> the classifier's output averaged over T, [N, num_classes]."""
+        return self.classifier(self.features(to_time_first(x, self.T))).mean(0)

@@ -1,0 +1,86 @@
+"""Spiking VGG with an attention module after the input and after every pooling, as in the PFA paper.
+
+Event frames (CIFAR10-DVS, N-Caltech101: pooled to 48x48; DVS128 Gesture: 128x128):
+    [pool] -> att0 -> conv64 -> conv128 -> avgpool -> att1 -> conv256 x2 -> avgpool -> att2 -> conv512 x2 -> avgpool
+    -> att3 -> conv512 x2 -> avgpool -> att4 -> FC -> LIF
+Static images (CIFAR10/100, 32x32) take the same stack without att0: the image is repeated over T and the first
+conv + BN + LIF turns it into spikes (direct encoding). Every conv is 3x3 conv + BN + LIF.
+"""
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import layer
+
+from pfa.models.layers import conv_bn, make_attention, spiking_neuron, to_time_first
+
+STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
+ALL_POSITIONS = (0, 1, 2, 3, 4)
+
+
+def scaled(channels: int, width: float) -> int:
+    return max(1, round(channels * width))
+
+
+class SpikingVGG(nn.Module):
+    """VGG of 3x3 conv + BN + LIF stages separated by 2x2 average pooling, each followed by an attention slot.
+
+    Args:
+        num_classes: outputs of the final FC + LIF layer.
+        T: time steps.
+        in_channels: 2 for event frames (ON/OFF), 3 for RGB images.
+        image_size: side of the (square) input after `input_pool`; must be divisible by 16.
+        input_pool: if set, frames are first average-pooled to input_pool x input_pool (the reference's 48).
+        attention: "pfa", "ma" or "none" (see `pfa.models.layers.make_attention`).
+        rank: PFA's rank R.
+        positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.
+        width: multiplies every stage's channel count (1.0 = the paper's network; small values for smoke tests).
+        static: direct encoding of still images; slot 0 is then not available (the input is not a spike tensor).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        T: int,
+        in_channels: int = 2,
+        image_size: int = 48,
+        input_pool: int | None = None,
+        attention: str = "pfa",
+        rank: int = 8,
+        positions: tuple[int, ...] | None = None,
+        width: float = 1.0,
+        static: bool = False,
+    ):
+        super().__init__()
+        if image_size % 16:
+            raise ValueError(f"SpikingVGG: image_size must be divisible by 16 (four 2x2 poolings), got {image_size}")
+        available = ALL_POSITIONS[1:] if static else ALL_POSITIONS
+        positions = available if positions is None else tuple(positions)
+        if not set(positions) <= set(available):
+            raise ValueError(f"SpikingVGG: attention positions must be in {available}, got {positions}")
+        self.T = T
+        blocks: list[nn.Module] = []
+        if input_pool is not None:
+            blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
+        channels, side = in_channels, image_size
+        for index, stage in enumerate(STAGES):
+            if index > 0:
+                blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
+                side //= 2
+            if index in positions:
+                blocks.append(make_attention(attention, T, channels, rank))
+            for out_channels in stage:
+                out_channels = scaled(out_channels, width)
+                blocks += [conv_bn(channels, out_channels), spiking_neuron()]
+                channels = out_channels
+        blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
+        side //= 2
+        if 4 in positions:
+            blocks.append(make_attention(attention, T, channels, rank))
+        self.features = nn.Sequential(*blocks)
+        self.classifier = nn.Sequential(
+            layer.SeqToANNContainer(nn.Flatten(), nn.Linear(channels * side * side, num_classes)), spiking_neuron()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Frames [N, T, C, H, W] or images [N, C, H, W] -> firing rate of each class [N, num_classes]."""
+        return self.classifier(self.features(to_time_first(x, self.T))).mean(0)

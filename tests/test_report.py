@@ -24,7 +24,7 @@ class TinyNet(nn.Module):
         self.fc = layer.SeqToANNContainer(nn.Flatten(), nn.Linear(18, 4))
 
     def forward(self, x):
-        return self.fc(self.attention(self.lif(self.conv(x.transpose(0, 1))))).mean(0)
+        return self.fc(self.attention(self.lif(self.conv(x.transpose(0, 1)))))
 
 
 def frames(samples=2):

@@ -2,7 +2,8 @@
 
 The stem (3x3 conv + BN + LIF) sees the image repeated over T (direct encoding) or the event frames; blocks are the
 basic residual block with the LIF after the sum. ResNet-19 is the tdBN paper's CIFAR network (128-256-512 channels,
-3-3-2 blocks, an FC-256 + LIF before the classifier); ResNet-18 the usual 64-128-256-512, 2-2-2-2.
+3-3-2 blocks, an FC-256 + LIF before the classifier); ResNet-18 the usual 64-128-256-512, 2-2-2-2. As in those papers
+the last FC has no neuron: its per-step outputs are real-valued logits (train with the "ce" or "tet" loss).
 """
 
 import torch
@@ -95,5 +96,5 @@ class SpikingResNet(nn.Module):
             self.classifier = layer.SeqToANNContainer(*head, nn.Linear(channels, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """-> the classifier's output averaged over T, [N, num_classes]."""
-        return self.classifier(self.features(to_time_first(x, self.T))).mean(0)
+        """Frames [N, T, C, H, W] or images [N, C, H, W] -> the classifier's output per step [T, N, num_classes]."""
+        return self.classifier(self.features(to_time_first(x, self.T)))

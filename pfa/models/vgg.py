@@ -4,7 +4,8 @@ Event frames (CIFAR10-DVS, N-Caltech101: pooled to 48x48; DVS128 Gesture: 128x12
     [pool] -> att0 -> conv64 -> conv128 -> avgpool -> att1 -> conv256 x2 -> avgpool -> att2 -> conv512 x2 -> avgpool
     -> att3 -> conv512 x2 -> avgpool -> att4 -> FC -> LIF
 Static images (CIFAR10/100, 32x32) take the same stack without att0: the image is repeated over T and the first
-conv + BN + LIF turns it into spikes (direct encoding). Every conv is 3x3 conv + BN + LIF.
+conv + BN + LIF turns it into spikes (direct encoding). Every conv is 3x3 conv + BN + LIF. The output is the spikes of
+the last FC + LIF per step, [T, N, classes]; their mean over T is the firing rate the losses compare with the label.
 """
 
 import torch
@@ -82,5 +83,5 @@ class SpikingVGG(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Frames [N, T, C, H, W] or images [N, C, H, W] -> firing rate of each class [N, num_classes]."""
-        return self.classifier(self.features(to_time_first(x, self.T))).mean(0)
+        """Frames [N, T, C, H, W] or images [N, C, H, W] -> output spikes per step [T, N, num_classes]."""
+        return self.classifier(self.features(to_time_first(x, self.T)))

@@ -1,0 +1,69 @@
+"""torch.distributed plumbing for runs launched by torchrun (nccl on CUDA, gloo on CPU); a no-op otherwise."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+
+@dataclass(frozen=True)
+class Process:
+    """This process's place in the run: rank 0 of world size 1 when not launched by torchrun."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ
+
+
+def init_process(device: str) -> tuple[Process, torch.device]:
+    """Join the process group if torchrun started us; returns the process and the device it should use."""
+    device = torch.device(device)
+    if not launched_by_torchrun():
+        return Process(), device
+    process = Process(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"]))
+    if device.type == "cuda":
+        device = torch.device("cuda", process.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda"
+                                else None)
+    return process, device
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place (identity when not distributed)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+class ShardSampler(Sampler[int]):
+    """Every rank-th index from `rank`: each sample is seen by exactly one process, with no padding (for evaluation)."""
+
+    def __init__(self, length: int, process: Process):
+        self.indices = range(process.rank, length, process.world_size)
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)

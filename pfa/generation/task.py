@@ -1,0 +1,225 @@
+"""Training generative models with `pfa.engine.fit`: the per-batch step, the per-epoch pictures and sample metrics.
+
+Every epoch the run directory gets `reconstructions.png` (rows of test images alternating with their reconstructions)
+and `samples.png` (images drawn from the model), copies of both under `images/`, the same pictures in TensorBoard, and
+the metrics of `SampleMetrics` when due. Pictures and metrics draw their randomness from a forked RNG seeded by the
+epoch, so they never change the course of training and a resumed run stays identical to an uninterrupted one.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.utils import make_grid, save_image
+
+from pfa.config import TrainConfig, arg
+from pfa.engine import StepResult, Task, fixed_subset
+from pfa.errors import UserError
+from pfa.generation.ann_vae import AnnVAE
+from pfa.generation.data import CHANNELS
+from pfa.generation.fsvae import ATTENTIONS, DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
+from pfa.generation.metrics import AutoencoderFID, find_inception_weights, generated_batches, images_of
+from pfa.generation.metrics import inception_metrics as compute_inception_metrics
+
+GRID_COLUMNS = 8
+MODELS = ("fsvae", "fsvae-large", "ann-vae")
+
+
+@dataclass
+class GenerationConfig(TrainConfig):
+    """Train FSVAE (optionally with PFA) or its ANN VAE baseline to generate images (defaults: FSVAE's recipe)."""
+
+    dataset: str = arg("fashion", "image dataset", choices=tuple(CHANNELS))
+    model: str = arg("fsvae", "fsvae (32 px), fsvae-large (64 px) or the ANN baseline ann-vae", choices=MODELS)
+    attention: str = arg("pfa", "pfa: PFA on the input spike tensor; none: plain FSVAE", choices=ATTENTIONS)
+    rank: int = arg(64, "PFA's rank R (connecting factor)")
+    time_steps: int = arg(16, "simulation time steps T")
+    latent_dim: int = arg(128, "latent bits (FSVAE) / Gaussian dimensions (ANN VAE)")
+    k: int = arg(20, "spikes per latent bit; a Bernoulli sample picks one of them")
+    input_size: int = arg(32, "image side after resizing: 32 for fsvae, 64 for fsvae-large")
+    distance: str = arg("mmd", "FSVAE's prior-posterior distance: mmd (PSP-filtered rates) or kld", choices=DISTANCES)
+    scheduled: bool = arg(True, "scheduled sampling in the prior, p rising from 0.1 to 0.3 over the epochs")
+    images: int = arg(64, "samples drawn into samples.png each epoch")
+    fid_every: int = arg(1, "compute the autoencoder-FID every this many epochs and after the last (0: never)")
+    fid_samples: int = arg(5000, "generated images per FID")
+    fid_autoencoder: str | None = arg(None, "checkpoint of the FID's feature autoencoder: reused if it exists, "
+                                      "else trained and saved there (default RUN_DIR/fid_autoencoder.pth)")
+    fid_autoencoder_epochs: int = arg(10, "epochs to train the FID's feature autoencoder when it is created")
+    inception_weights: str | None = arg(None, "torch-fidelity's InceptionV3 weights file for IS / Inception-FID")
+    epochs: int = arg(150, "number of training epochs")
+    batch_size: int = arg(250, "batch size per process")
+    optimizer: str = arg("adamw", "optimiser", choices=("adam", "adamw", "sgd"))
+    weight_decay: float = arg(1e-3, "weight decay")
+    scheduler: str = arg("none", "learning-rate schedule, stepped once per epoch", choices=("cosine", "step", "none"))
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("rank", "time_steps", "latent_dim", "k", "images", "fid_autoencoder_epochs"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.fid_every < 0:
+            raise UserError(f"--fid-every must be 0 (never) or a positive integer, got {self.fid_every}")
+        if self.fid_samples < 2:
+            raise UserError(f"--fid-samples must be at least 2 (a covariance needs them), got {self.fid_samples}")
+        sizes = (32, 64) if self.model == "ann-vae" else (input_size_for(HIDDEN_DIMS[self.model]),)
+        if self.input_size not in sizes:
+            raise UserError(f"--model {self.model} needs --input-size {' or '.join(map(str, sizes))} (down to FSVAE's "
+                            f"2x2 bottleneck), got {self.input_size}")
+        if self.model == "ann-vae" and self.attention != "none":
+            raise UserError("--model ann-vae has no spike input for PFA; add --attention none")
+
+
+def describe(cfg: GenerationConfig) -> str:
+    """The architecture, for checkpoints: a checkpoint from another one is refused."""
+    if cfg.model == "ann-vae":
+        return f"AnnVAE(dataset={cfg.dataset}, input={cfg.input_size}, latent={cfg.latent_dim})"
+    return (f"FSVAE(model={cfg.model}, dataset={cfg.dataset}, T={cfg.time_steps}, latent={cfg.latent_dim}, k={cfg.k}, "
+            f"attention={cfg.attention}, rank={cfg.rank})")
+
+
+def build_model(cfg: GenerationConfig, batches_per_epoch: int) -> nn.Module:
+    """The configured model; the ANN VAE weights its KL term by 1 / batches_per_epoch as FSVAE's authors did."""
+    channels = CHANNELS[cfg.dataset]
+    if cfg.model == "ann-vae":
+        dims = HIDDEN_DIMS["fsvae" if cfg.input_size == 32 else "fsvae-large"]
+        return AnnVAE(channels, cfg.latent_dim, dims, kld_weight=1 / batches_per_epoch)
+    return FSVAE(channels, cfg.latent_dim, cfg.time_steps, cfg.k, HIDDEN_DIMS[cfg.model], cfg.attention, cfg.rank,
+                 cfg.distance, cfg.scheduled)
+
+
+def picture_grid(images: torch.Tensor, columns: int = GRID_COLUMNS) -> torch.Tensor:
+    """Images [N, C, H, W] in [-1, 1] -> one [C', H', W'] grid in [0, 1] (torchvision's, 2 px padding)."""
+    return make_grid(images.detach().cpu().clamp(-1, 1).add(1).div(2), nrow=columns)
+
+
+def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor) -> torch.Tensor:
+    """Rows of (up to) 8 originals, each followed by the row of their reconstructions."""
+    columns = min(len(originals), GRID_COLUMNS)
+    n = len(originals) // columns * columns
+    pairs = torch.stack([originals[:n], recons[:n]]).unflatten(1, (-1, columns))
+    return picture_grid(pairs.transpose(0, 1).flatten(0, 2), columns)
+
+
+class PictureLog:
+    """Writes the epoch's pictures as PNGs (latest + per-epoch copy) and as TensorBoard images."""
+
+    def __init__(self, run_dir: Path, first_epoch: int):
+        self.run_dir, self.first_epoch, self.writer = Path(run_dir), first_epoch, None
+
+    def write(self, epoch: int, grids: dict[str, torch.Tensor]) -> None:
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            purge_step = self.first_epoch + 1 if self.first_epoch else None
+            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
+        (self.run_dir / "images").mkdir(exist_ok=True)
+        for name, grid in grids.items():
+            save_image(grid, self.run_dir / f"{name}.png")
+            save_image(grid, self.run_dir / "images" / f"epoch_{epoch:04d}_{name}.png")
+            self.writer.add_image(f"images/{name}", grid, epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class SampleMetrics:
+    """Autoencoder-FID (and IS / Inception-FID when their weights are on disk) of `samples` generated images."""
+
+    def __init__(self, cfg: GenerationConfig, in_channels: int, train_set: Dataset, test_set: Dataset, log=print):
+        self.cfg, self.in_channels, self.log = cfg, in_channels, log
+        self.train_set = fixed_subset(train_set, cfg.train_samples, "--train-samples")
+        self.test_set = fixed_subset(test_set, cfg.test_samples, "--test-samples")
+        self.fid = None
+        self.inception_weights, message = find_inception_weights(cfg.inception_weights)
+        if message:
+            log(message)
+
+    def due(self, epoch: int) -> bool:
+        every = self.cfg.fid_every
+        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.epochs)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=self.cfg.workers)
+
+    def autoencoder_fid(self, run_dir: Path, device) -> AutoencoderFID:
+        if self.fid is None:
+            path = Path(self.cfg.fid_autoencoder or run_dir / "fid_autoencoder.pth")
+            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                torch.manual_seed(self.cfg.seed)
+                self.fid = AutoencoderFID.load_or_train(
+                    path, self.in_channels, self.cfg.input_size, self._loader(self.train_set, True),
+                    self._loader(self.test_set, False), self.cfg.fid_autoencoder_epochs, device, self.log,
+                )
+        return self.fid
+
+    def __call__(self, model: nn.Module, run_dir: Path, device) -> dict[str, float]:
+        fid = self.autoencoder_fid(run_dir, device)
+        batches = list(generated_batches(model.sample, self.cfg.fid_samples, self.cfg.batch_size))
+        metrics = {"autoencoder_fid": fid(batches)}
+        if self.inception_weights:
+            real = images_of(self._loader(self.test_set, False))
+            metrics.update(compute_inception_metrics(self.inception_weights, batches, real, device))
+        return metrics
+
+
+class GenerationTask(Task):
+    """Batches of (images, labels); the model returns (reconstruction, {"loss", "recon_loss", "distance_loss"}),
+    has `sample(n)`, `set_epoch(epoch, epochs)` and `weight_bound` (clip every weight to +-bound after each step)."""
+
+    monitor = "test_loss"
+    maximize = False
+
+    def __init__(self, model: nn.Module, cfg: GenerationConfig, metrics: SampleMetrics | None):
+        self.model, self.cfg, self.metrics = model, cfg, metrics
+        self.shown: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pictures: PictureLog | None = None
+
+    def train_step(self, model: nn.Module, batch: Any) -> StepResult:
+        images = batch[0]
+        _, losses = model(images)
+        return StepResult(losses["loss"], {k: v.detach() for k, v in losses.items()}, len(images))
+
+    def eval_step(self, model: nn.Module, batch: Any) -> StepResult:
+        images = batch[0]
+        recon, losses = model(images)
+        if self.shown is None:
+            keep = min(len(images), 4 * GRID_COLUMNS)
+            self.shown = (images[:keep].cpu(), recon[:keep].cpu())
+        return StepResult(losses["loss"], losses, len(images))
+
+    def after_optimizer_step(self, model: nn.Module) -> None:
+        if model.weight_bound is not None:
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.clamp_(-model.weight_bound, model.weight_bound)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        self.model.set_epoch(epoch, self.cfg.epochs)
+        self.shown = None
+
+    def on_epoch_end(self, epoch: int, model: nn.Module, run) -> dict[str, Any] | None:
+        if not run.is_main:
+            return None
+        model.eval()
+        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed + epoch)
+            samples = model.sample(self.cfg.images)
+            if self.pictures is None:  # the first epoch of this process: a resumed run starts past 0
+                self.pictures = PictureLog(run.dir, first_epoch=epoch)
+            grids = {"reconstructions": reconstruction_grid(*self.shown), "samples": picture_grid(samples)}
+            self.pictures.write(epoch + 1, grids)
+            if self.metrics is not None and self.metrics.due(epoch):
+                return self.metrics(model, run.dir, run.device)
+        return None
+
+    def record(self, epochs_done: int, train: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
+        return {"epoch": epochs_done, **train, **{f"test_{k}": v for k, v in test.items()}}
+
+    def close(self) -> None:
+        if self.pictures is not None:
+            self.pictures.close()

@@ -1,0 +1,178 @@
+"""The "torch" LIF backend: one autograd.Function that runs all T steps, for any device.
+
+On CPU the neurons are processed in cache-sized chunks (all T steps of one chunk before the next), spread over a small
+thread pool: each per-step operation then works on data already in cache, which is what makes a chain of small
+elementwise operations about as cheap as the `relu(x * y)` floor. On other devices a chunk is the whole tensor.
+
+Backward needs only the charged potentials H [T, ...] (state dtype) and the spikes (the output), and recomputes the
+surrogate gradient from H.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from pfa.neuron import LIFParams
+
+CPU_CHUNK = 1 << 15  # neurons per chunk on CPU: at most ATen's grain size, so each op runs in one thread, in L2
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _forget_pool_after_fork():
+    global _pool
+    _pool = None  # a forked child (e.g. a DataLoader worker) inherits the pool object but none of its threads
+
+
+os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
+def _thread_pool(workers: int) -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != workers:
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfa-lif")
+        return _pool
+
+
+def _run_spans(body, numel: int, device: torch.device):
+    """Call body(start, stop, chunk) over [0, numel): chunked and threaded on CPU, in one piece elsewhere."""
+    if device.type != "cpu":
+        body(0, numel, max(numel, 1))
+        return
+    workers = min(torch.get_num_threads(), math.ceil(numel / CPU_CHUNK))
+    if workers <= 1:
+        body(0, numel, CPU_CHUNK)
+        return
+    per_worker = math.ceil(math.ceil(numel / CPU_CHUNK) / workers) * CPU_CHUNK
+    spans = [(start, min(start + per_worker, numel)) for start in range(0, numel, per_worker)]
+
+    def run(span):
+        with torch.no_grad():  # grad mode is thread-local; out= ops must not be recorded
+            body(*span, CPU_CHUNK)
+
+    for future in [_thread_pool(workers).submit(run, span) for span in spans]:
+        future.result()
+
+
+def _charge(x_t, v, h, tmp, tau, p: LIFParams):
+    """h = V + (X - (V - v_reset)) / tau, or V - (V - v_reset) / tau + X; the same operation order as spikingjelly."""
+    leak = v if not p.v_reset else torch.sub(v, p.v_reset, out=tmp)
+    if p.decay_input:
+        torch.addcdiv(v, torch.sub(x_t, leak, out=tmp), tau, out=h)
+    else:
+        torch.addcdiv(v, leak, tau, value=-1, out=h).add_(x_t)
+
+
+def _fire_and_reset(h, s_t, v, p: LIFParams):
+    """s = [h >= v_threshold]; v = v_reset where s else h (hard), or h - s * v_threshold (soft)."""
+    torch.ge(h, p.v_threshold, out=s_t)
+    if p.v_reset is None:
+        torch.add(h, s_t, alpha=-p.v_threshold, out=v)
+    else:
+        torch.addcmul(h, h, s_t, value=-1, out=v)  # exactly 0 or h, since s is 0 or 1
+        if p.v_reset:
+            v.add_(s_t, alpha=p.v_reset)
+
+
+def _surrogate_unscaled(h, out, one, p: LIFParams) -> float:
+    """Writes sg / scale into out and returns scale, so the caller can fold the scale into a later addcmul."""
+    if p.surrogate == "atan":
+        k = math.pi / 2 * p.alpha
+        torch.sub(h, p.v_threshold, out=out)
+        torch.addcmul(one, out, out, value=k * k, out=out).reciprocal_()
+        return p.alpha / 2
+    torch.sub(h, p.center, out=out).abs_()
+    torch.lt(out, p.width, out=out)
+    return 1 / (2 * p.width)
+
+
+def _reset_grad_times(carry, h, s_t, sg, scale, tmp, p: LIFParams):
+    """carry * dV/dH (through the reset), written into carry."""
+    if p.v_reset is None:
+        if not p.detach_reset:
+            torch.addcmul(carry, carry, sg, value=-p.v_threshold * scale, out=carry)
+        return
+    if not p.detach_reset:  # + carry * (v_reset - h) * sg
+        torch.sub(h, p.v_reset, out=tmp).mul_(carry)
+        torch.addcmul(carry, carry, s_t, value=-1, out=carry)
+        torch.addcmul(carry, tmp, sg, value=-scale, out=carry)
+    else:
+        torch.addcmul(carry, carry, s_t, value=-1, out=carry)
+
+
+class _MultiStepLIF(torch.autograd.Function):
+    """(x_seq [T, N, ...], v0 [N, ...]) -> (spikes [T, N, ...] in x's dtype, v [N, ...], v_seq or an empty tensor)."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
+        x = x_seq.detach().contiguous().view(x_seq.shape[0], -1)
+        steps, numel = x.shape
+        state_dtype = v0.dtype
+        needs_grad = any(ctx.needs_input_grad[:2])
+        spikes = torch.empty_like(x)
+        h_seq = torch.empty_like(x, dtype=state_dtype) if needs_grad else None
+        v_seq = torch.empty_like(x, dtype=state_dtype) if store_v_seq else None
+        v = v0.detach().reshape(-1).to(dtype=state_dtype, copy=True)
+        tau = torch.tensor(params.tau, dtype=state_dtype)
+
+        def body(start, stop, chunk):
+            tmp = torch.empty(min(chunk, stop - start), dtype=state_dtype, device=x.device)
+            scratch = None if needs_grad else torch.empty_like(tmp)
+            for a in range(start, stop, chunk):
+                b = min(a + chunk, stop)
+                v_c, tmp_c = v[a:b], tmp[: b - a]
+                for t in range(steps):
+                    h = h_seq[t, a:b] if needs_grad else scratch[: b - a]
+                    _charge(x[t, a:b], v_c, h, tmp_c, tau, params)
+                    _fire_and_reset(h, spikes[t, a:b], v_c, params)
+                    if v_seq is not None:
+                        v_seq[t, a:b].copy_(v_c)
+
+        _run_spans(body, numel, x.device)
+        ctx.params = params
+        ctx.x_shape = x_seq.shape
+        if needs_grad:
+            ctx.save_for_backward(h_seq, spikes)
+        v_seq_out = v_seq.view(x_seq.shape) if v_seq is not None else v.new_empty(0)
+        ctx.mark_non_differentiable(v_seq_out)
+        return spikes.view(x_seq.shape), v.view(v0.shape), v_seq_out
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v, _grad_v_seq):
+        h_seq, spikes = ctx.saved_tensors
+        p = ctx.params
+        steps, numel = h_seq.shape
+        gs = grad_spikes.contiguous().view(steps, -1)
+        grad_x = torch.empty_like(spikes)
+        carry = grad_v.detach().reshape(-1).to(h_seq.dtype, copy=True)
+        one = torch.ones((), dtype=h_seq.dtype)
+        tau = torch.tensor(p.tau, dtype=h_seq.dtype)
+
+        def body(start, stop, chunk):
+            sg = torch.empty(min(chunk, stop - start), dtype=h_seq.dtype, device=h_seq.device)
+            tmp, gh = torch.empty_like(sg), torch.empty_like(sg)
+            for a in range(start, stop, chunk):
+                b = min(a + chunk, stop)
+                carry_c, sg_c, tmp_c, gh_c = carry[a:b], sg[: b - a], tmp[: b - a], gh[: b - a]
+                for t in reversed(range(steps)):
+                    h, s_t = h_seq[t, a:b], spikes[t, a:b]
+                    scale = _surrogate_unscaled(h, sg_c, one, p)
+                    _reset_grad_times(carry_c, h, s_t, sg_c, scale, tmp_c, p)
+                    torch.addcmul(carry_c, gs[t, a:b], sg_c, value=scale, out=gh_c)
+                    if p.decay_input:
+                        torch.div(gh_c, tau, out=grad_x[t, a:b])
+                        torch.addcdiv(gh_c, gh_c, tau, value=-1, out=carry_c)
+                    else:
+                        grad_x[t, a:b].copy_(gh_c)
+                        torch.addcdiv(gh_c, gh_c, tau, value=-1, out=carry_c)
+
+        _run_spans(body, numel, h_seq.device)
+        return grad_x.view(ctx.x_shape), carry.view(grad_v.shape), None, None

@@ -1,0 +1,167 @@
+"""Multi-step leaky integrate-and-fire neuron with fused backends, a drop-in for spikingjelly 2's `LIFNode`.
+
+For each step t, with the membrane V carried over from the previous step (and from the previous call, until
+`spikingjelly.activation_based.functional.reset_net` resets it):
+
+    charge   H = V + (X - (V - v_reset)) / tau          (decay_input=True)
+             H = V - (V - v_reset) / tau + X            (decay_input=False)
+    fire     S = heaviside(H - v_threshold)              (1 where H >= v_threshold)
+    reset    V = H * (1 - S) + v_reset * S               (hard; S detached when detach_reset)
+             V = H - S * v_threshold                     (v_reset=None: soft)
+
+Backward replaces dS/dH by a surrogate: "atan", alpha / 2 / (1 + (pi / 2 * alpha * (H - v_threshold))^2) as in
+spikingjelly's `ATan`, or "rectangle", 1[|H - c| < width] / (2 * width) with c = surrogate_center (default v_threshold).
+FSVAE's neuron is `LIF(tau=4/3, v_threshold=0.2, decay_input=False, detach_reset=False, surrogate="rectangle",
+surrogate_center=0.0)`. The state is computed in float32 (float64 for float64 inputs); spikes have the input's dtype.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from spikingjelly.activation_based import base
+
+from pfa._lif_torch import _MultiStepLIF
+from pfa.errors import UserError
+
+BACKENDS = ("auto", "torch", "cupy")
+SURROGATES = ("atan", "rectangle")
+
+
+@dataclass(frozen=True)
+class LIFParams:
+    """Everything a backend needs to know about the neuron; `center` is the rectangle surrogate's resolved centre."""
+
+    tau: float
+    v_threshold: float
+    v_reset: float | None
+    detach_reset: bool
+    decay_input: bool
+    surrogate: str
+    alpha: float
+    width: float
+    center: float
+
+
+@functools.cache
+def cupy_available() -> bool:
+    """Whether CuPy imports and torch sees a CUDA device (imports CuPy, so call it only when CUDA is in play)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import cupy  # noqa: F401
+    except Exception:  # a missing package, or one built for another CUDA major, fails in several ways
+        return False
+    return True
+
+
+def _number(name: str, value, low: float | None = None) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or (low is not None and not value > low):
+        bound = "" if low is None else f" greater than {low:g}"
+        raise UserError(f"LIF: {name} must be a number{bound}, got {value!r}")
+    return float(value)
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UserError(f"LIF: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+class LIF(base.MemoryModule):
+    """Multi-step LIF: [T, N, ...] in, spikes of the same shape and dtype out; the final membrane is kept in `v`.
+
+    backend: "torch" (any device), "cupy" (fused CUDA kernels, needs CuPy), or "auto" (CuPy for CUDA inputs when it
+    imports, otherwise torch). With store_v_seq=True the membrane after every step is kept in `v_seq` (not
+    differentiable; for monitoring).
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        v_threshold: float = 1.0,
+        v_reset: float | None = 0.0,
+        detach_reset: bool = True,
+        decay_input: bool = True,
+        surrogate: str = "atan",
+        alpha: float = 2.0,
+        width: float = 0.5,
+        surrogate_center: float | None = None,
+        backend: str = "auto",
+        store_v_seq: bool = False,
+    ):
+        super().__init__()
+        v_threshold = _number("v_threshold", v_threshold)
+        self.params = LIFParams(
+            tau=_number("tau", tau, low=1.0),
+            v_threshold=v_threshold,
+            v_reset=None if v_reset is None else _number("v_reset", v_reset),
+            detach_reset=bool(detach_reset),
+            decay_input=bool(decay_input),
+            surrogate=_choice("surrogate", surrogate, SURROGATES),
+            alpha=_number("alpha", alpha, low=0.0),
+            width=_number("width", width, low=0.0),
+            center=v_threshold if surrogate_center is None else _number("surrogate_center", surrogate_center),
+        )
+        self.backend = _choice("backend", backend, BACKENDS)
+        if backend == "cupy" and not cupy_available():
+            raise UserError(
+                "LIF: backend='cupy' needs CuPy (pip install cupy-cuda12x or cupy-cuda13x, matching torch's CUDA) "
+                "and a CUDA device; use backend='auto' or 'torch' otherwise"
+            )
+        self.store_v_seq = store_v_seq
+        self.v_seq = None
+        self.register_memory("v", 0.0 if v_reset is None else float(v_reset))
+        self.step_mode = "m"
+
+    def extra_repr(self) -> str:
+        p = self.params
+        surrogate = f"{p.surrogate}, alpha={p.alpha}" if p.surrogate == "atan" else f"{p.surrogate}, width={p.width}"
+        return (
+            f"tau={p.tau}, v_threshold={p.v_threshold}, v_reset={p.v_reset}, detach_reset={p.detach_reset}, "
+            f"decay_input={p.decay_input}, surrogate={surrogate}, backend={self.backend}, {super().extra_repr()}"
+        )
+
+    def _initial_state(self, x_seq: torch.Tensor) -> torch.Tensor:
+        state_dtype = torch.promote_types(x_seq.dtype, torch.float32)
+        v = self.v
+        if not isinstance(v, torch.Tensor):
+            return torch.full(x_seq.shape[1:], v, dtype=state_dtype, device=x_seq.device)
+        if v.shape != x_seq.shape[1:]:
+            raise ValueError(
+                f"LIF: the membrane v has shape {list(v.shape)} but one step of the input has {list(x_seq.shape[1:])}; "
+                "call spikingjelly.activation_based.functional.reset_net(net) between batches"
+            )
+        return v.to(device=x_seq.device, dtype=state_dtype)
+
+    def _uses_cupy(self, x_seq: torch.Tensor) -> bool:
+        if self.backend == "torch":
+            return False
+        if self.backend == "auto":
+            return x_seq.is_cuda and cupy_available()
+        if not x_seq.is_cuda:
+            raise UserError(f"LIF: backend='cupy' needs CUDA tensors, got one on {x_seq.device}; use backend='auto'")
+        return True
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        if x_seq.dim() < 2 or not x_seq.is_floating_point():
+            raise ValueError(
+                f"LIF: expected a floating-point input [T, N, ...] with at least 2 dimensions, "
+                f"got shape {list(x_seq.shape)} and dtype {x_seq.dtype}"
+            )
+        v0 = self._initial_state(x_seq)
+        if self._uses_cupy(x_seq):
+            from pfa._cupy_lif import CupyMultiStepLIF
+
+            function = CupyMultiStepLIF
+        else:
+            function = _MultiStepLIF
+        spikes, v, v_seq = function.apply(x_seq, v0, self.params, self.store_v_seq)
+        self.v = v
+        self.v_seq = v_seq if self.store_v_seq else None
+        return spikes
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.multi_step_forward(x.unsqueeze(0)).squeeze(0)

@@ -1,0 +1,151 @@
+"""The CuPy LIF backend: its CUDA source compiles with NVRTC (CPU only), and on a GPU it agrees with spikingjelly."""
+
+import ctypes
+import ctypes.util
+import glob
+import os
+import site
+
+import pytest
+import torch
+from spikingjelly.activation_based import functional, neuron, surrogate
+
+from pfa import _cupy_lif
+from pfa.neuron import LIF, cupy_available
+
+
+def _nvrtc_candidates() -> list[str]:
+    roots = [*site.getsitepackages(), site.getusersitepackages(), os.path.dirname(os.path.dirname(torch.__file__))]
+    patterns = [os.path.join(root, "nvidia", "**", "libnvrtc.so*") for root in roots]
+    found = [path for pattern in patterns for path in glob.glob(pattern, recursive=True)]
+    found += glob.glob("/usr/local/cuda*/lib64/libnvrtc.so*")
+    named = ctypes.util.find_library("nvrtc")
+    return [path for path in found if "builtins" not in path and ".alt." not in path] + ([named] if named else [])
+
+
+def _load_nvrtc():
+    for path in _nvrtc_candidates():
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    pytest.skip("no NVRTC library found (looked in the nvidia-* pip packages, /usr/local/cuda*, the loader path)")
+
+
+class _Nvrtc:
+    """The few NVRTC calls needed to compile one program, through ctypes (no CUDA device needed)."""
+
+    def __init__(self):
+        self.lib = _load_nvrtc()
+        self.lib.nvrtcGetErrorString.restype = ctypes.c_char_p
+
+    def check(self, status: int, program=None):
+        if status != 0:
+            message = self.lib.nvrtcGetErrorString(status).decode()
+            raise AssertionError(f"NVRTC error {status} ({message}){self.log(program) if program else ''}")
+
+    def log(self, program) -> str:
+        size = ctypes.c_size_t()
+        self.lib.nvrtcGetProgramLogSize(program, ctypes.byref(size))
+        text = ctypes.create_string_buffer(size.value)
+        self.lib.nvrtcGetProgramLog(program, text)
+        return "\n" + text.value.decode()
+
+    def lowest_arch(self) -> int:
+        count = ctypes.c_int()
+        self.check(self.lib.nvrtcGetNumSupportedArchs(ctypes.byref(count)))
+        archs = (ctypes.c_int * count.value)()
+        self.check(self.lib.nvrtcGetSupportedArchs(archs))
+        return min(archs)
+
+    def compile(self, source: str, name_expressions: tuple[str, ...], options: tuple[str, ...]) -> list[str]:
+        """Compiles source; returns the lowered (mangled) name of each name expression."""
+        program = ctypes.c_void_p()
+        self.check(self.lib.nvrtcCreateProgram(ctypes.byref(program), source.encode(), b"lif.cu", 0, None, None))
+        try:
+            for expression in name_expressions:
+                self.check(self.lib.nvrtcAddNameExpression(program, expression.encode()), program)
+            encoded = (ctypes.c_char_p * len(options))(*[option.encode() for option in options])
+            self.check(self.lib.nvrtcCompileProgram(program, len(options), encoded), program)
+            lowered = []
+            for expression in name_expressions:
+                name = ctypes.c_char_p()
+                self.check(self.lib.nvrtcGetLoweredName(program, expression.encode(), ctypes.byref(name)), program)
+                lowered.append(name.value.decode())
+            return lowered
+        finally:
+            self.lib.nvrtcDestroyProgram(ctypes.byref(program))
+
+
+@pytest.fixture(scope="module")
+def nvrtc():
+    return _Nvrtc()
+
+
+@pytest.mark.parametrize("dtype", list(_cupy_lif.STORAGE_TYPES), ids=str)
+def test_cuda_source_compiles_with_nvrtc(nvrtc, dtype):
+    storage = _cupy_lif.STORAGE_TYPES[dtype]
+    arch = f"--gpu-architecture=compute_{nvrtc.lowest_arch()}"
+    lowered = nvrtc.compile(_cupy_lif.CUDA_SOURCE, _cupy_lif.kernel_names(storage), (*_cupy_lif.NVRTC_OPTIONS, arch))
+    assert all(name.startswith("_Z") and "lif_" in name for name in lowered), lowered
+
+
+def test_nvrtc_reports_a_broken_kernel(nvrtc):
+    broken = _cupy_lif.CUDA_SOURCE.replace("const bool fire = h >= v_threshold;", "const bool fire = h >= undefined;")
+    with pytest.raises(AssertionError, match="undefined"):
+        nvrtc.compile(broken, _cupy_lif.kernel_names("float"), _cupy_lif.NVRTC_OPTIONS)
+
+
+needs_cupy = pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA device")
+
+CONFIGS = [
+    dict(),
+    dict(decay_input=False),
+    dict(v_reset=None),
+    dict(v_reset=-0.2, detach_reset=False),
+    dict(v_reset=None, detach_reset=False, decay_input=False),
+]
+
+
+@pytest.mark.gpu
+@needs_cupy
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_cupy_matches_spikingjelly(dtype, config):
+    torch.manual_seed(0)
+    x = (torch.randn(6, 32, 3, 17, 19, device="cuda") + 0.8).to(dtype)
+    grad = torch.randn_like(x)
+    config = {"detach_reset": True, **config}
+    reference = neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), step_mode="m", **config).cuda()
+    ours = LIF(tau=2.0, backend="cupy", **config)
+    results = []
+    for module in (reference, ours):
+        x_in = x.clone().requires_grad_()
+        spikes = torch.cat([module(x_in), module(x_in.flip(0))])
+        (spikes.float() * torch.cat([grad, grad]).float()).sum().add(module.v.sum()).backward()
+        results.append((spikes, module.v, x_in.grad))
+        functional.reset_net(module)
+    (s_ref, v_ref, g_ref), (s, v, g) = results
+    assert s.dtype == dtype and torch.equal(s, s_ref)
+    torch.testing.assert_close(v, v_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g.float(), g_ref.float(), rtol=2e-2 if dtype != torch.float32 else 1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+@needs_cupy
+def test_cupy_matches_torch_backend_for_fsvae_neuron_on_a_side_stream():
+    torch.manual_seed(0)
+    x = torch.randn(16, 8, 32, 4, 4, device="cuda") * 0.4
+    fsvae = dict(tau=4 / 3, v_threshold=0.2, decay_input=False, detach_reset=False, surrogate="rectangle")
+    results = []
+    stream = torch.cuda.Stream()
+    for backend in ("torch", "cupy"):
+        x_in = x.clone().requires_grad_()
+        module = LIF(backend=backend, surrogate_center=0.0, store_v_seq=True, **fsvae)
+        with torch.cuda.stream(stream):
+            spikes = module(x_in[:, :, :, 1:, :])  # a non-contiguous input
+            spikes.sum().backward()
+        torch.cuda.current_stream().wait_stream(stream)
+        results.append((spikes, module.v_seq, x_in.grad))
+    for ours, theirs in zip(*results, strict=True):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -5,16 +5,17 @@ Every block works on spikingjelly's multi-step layout [T, N, C, H, W].
 
 import torch
 import torch.nn as nn
-from spikingjelly.activation_based import layer, neuron, surrogate
+from spikingjelly.activation_based import layer
 
 from pfa.attention import PFA
+from pfa.neuron import LIF
 
 ATTENTIONS = ("pfa", "ma", "none")
 
 
 def spiking_neuron() -> nn.Module:
-    """The multi-step LIF of the reference networks: tau 2, threshold 1, hard reset to 0, ATan surrogate."""
-    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
+    """The multi-step LIF of the reference networks: tau 2, threshold 1, hard reset to 0 (detached), ATan surrogate."""
+    return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=True)
 
 
 def conv_bn(in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> nn.Module:

@@ -3,6 +3,7 @@
 import os
 import shutil
 import socket
+import threading
 
 import numpy as np
 import pytest
@@ -225,8 +226,18 @@ def test_a_marker_left_by_a_dead_pfa_build_is_cleaned_up(cifar10dvs):
 def test_a_live_build_is_not_disturbed(cifar10dvs):
     (cifar10dvs / nm.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
     with pytest.raises(UserError, match=f"being prepared by process {os.getppid()}"):
-        nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False)
+        nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False, wait=False)
     assert (cifar10dvs / nm.LOCK_NAME).exists() and not (cifar10dvs / "events_np").exists()
+
+
+def test_a_second_process_waits_for_the_builder_then_uses_its_frames(cifar10dvs, monkeypatch, capsys):
+    monkeypatch.setattr(nm, "LOCK_POLL_S", 0.05)
+    (cifar10dvs / nm.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
+    builder = threading.Timer(0.3, (cifar10dvs / nm.LOCK_NAME).unlink)  # the other process finishes
+    builder.start()
+    data = nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False)
+    builder.join()
+    assert len(data.train) == 20 and f"waiting for process {os.getppid()}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kwargs,match", [

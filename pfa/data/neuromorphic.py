@@ -17,6 +17,7 @@ import shutil
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from tqdm import tqdm
 from pfa.errors import UserError
 
 LOCK_NAME = ".pfa-build.lock"
+LOCK_POLL_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -162,14 +164,19 @@ def _extract_downloads(name: str, root: Path) -> None:
 
 
 class _BuildLock:
-    """An exclusive ``root/.pfa-build.lock`` holding ``host pid``; a lock left by a dead local process is taken over."""
+    """An exclusive ``root/.pfa-build.lock`` holding ``host pid``.
 
-    def __init__(self, root: Path):
-        self.path = root / LOCK_NAME
+    A lock left by a dead process of this host is taken over (``took_over``); while a live process holds it, wait for
+    it (``wait=True``, e.g. the other ranks of a distributed run) or raise ``UserError``.
+    """
+
+    def __init__(self, root: Path, wait: bool):
+        self.path, self.wait = root / LOCK_NAME, wait
         self.took_over = False
 
     def __enter__(self):
-        for _ in range(2):
+        announced = False
+        while True:
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError as busy:
@@ -178,12 +185,18 @@ class _BuildLock:
                     self.path.unlink(missing_ok=True)
                     self.took_over = True
                     continue
-                raise UserError(f"{self.path.parent} is being prepared by process {pid} on {host} (lock {self.path}): "
-                                "wait for it to finish, or delete the lock if that process is gone") from busy
+                owner = f"process {pid} on {host} (lock {self.path})"
+                if not self.wait:
+                    raise UserError(f"{self.path.parent} is being prepared by {owner}: wait for it to finish, or "
+                                    "delete the lock if that process is gone") from busy
+                if not announced:
+                    print(f"waiting for {owner} to finish preparing {self.path.parent}", file=sys.stderr)
+                    announced = True
+                time.sleep(LOCK_POLL_S)
+                continue
             with os.fdopen(fd, "w") as f:
                 f.write(f"{socket.gethostname()} {os.getpid()}\n")
             return self
-        raise UserError(f"cannot take the build lock {self.path}: another process keeps creating it")
 
     def _owner(self) -> tuple[str, int | None]:
         try:
@@ -340,11 +353,12 @@ def _check_cached(folder: Path, T: int, shape: tuple[int, int]) -> None:
 
 
 def prepare_frames(name: str, root, T: int, split_by: str = "number", workers: int | None = None,
-                   progress: bool = True) -> Path:
+                   progress: bool = True, wait: bool = True) -> Path:
     """Make sure ``root`` holds the frame folder for (T, split_by), building what is missing; return that folder.
 
     Missing raw data, a corrupt file, an interrupted earlier build or an empty time bin raise ``UserError``.
-    ``workers``: spikingjelly's preprocessing threads (default: all CPUs).
+    ``workers``: spikingjelly's preprocessing threads (default: all CPUs). ``wait``: while another live process is
+    building in ``root``, wait for it and then use its result (else raise ``UserError``).
     """
     spec, root = _spec(name), Path(root)
     if not isinstance(T, int) or T <= 0:
@@ -357,7 +371,7 @@ def prepare_frames(name: str, root, T: int, split_by: str = "number", workers: i
     markers = [p.with_name(f"{p.name}.building") for p in (events_np, folder)]
     if not folder.exists() or any(m.exists() for m in markers):
         workers = workers or os.cpu_count() or 1
-        with _BuildLock(root) as lock:
+        with _BuildLock(root, wait) as lock:
             _clear_marker(events_np, lock)
             _clear_marker(folder, lock)
             if not folder.exists():
@@ -461,15 +475,16 @@ def _listing(folder: Path) -> tuple[list[str], dict[str, int]]:
 def build_neuromorphic(name: str, root, T: int, *, split_by: str = "number", seed: int = 2022,
                        split: dict | None = None, test_fraction: float = 0.1, train_transform: Callable | None = None,
                        test_transform: Callable | None = None, workers: int | None = None,
-                       progress: bool = True) -> EventData:
+                       progress: bool = True, wait: bool = True) -> EventData:
     """Train/test frame datasets of ``name`` under ``root`` with ``T`` frames each, built on first use.
 
     ``split``: a dict from an earlier call (``EventData.split``, e.g. reloaded with :func:`load_split`) to reuse;
     without it the official split is taken, or a per-class random one is made from ``seed`` and ``test_fraction``.
-    Labels follow spikingjelly's class order (class folders sorted by name).
+    Labels follow spikingjelly's class order (class folders sorted by name). ``workers``, ``progress``, ``wait``: see
+    :func:`prepare_frames`; every rank of a distributed run may call this: one builds, the others wait.
     """
     spec = _spec(name)
-    folder = prepare_frames(name, root, T, split_by, workers, progress)
+    folder = prepare_frames(name, root, T, split_by, workers, progress, wait)
     if spec.official_split:
         classes, train_files = _listing(folder / "train")
         test_classes, test_files = _listing(folder / "test")

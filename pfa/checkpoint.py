@@ -8,8 +8,6 @@ model's parameter names and shapes, so loading one into another network fails wi
 import contextlib
 import hashlib
 import os
-import pickle
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -53,7 +51,7 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arc
         raise UserError(f"checkpoint {path} does not exist; give the path of a checkpoint_*.pth from a run directory")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError) as e:
+    except Exception as e:  # garbage makes torch.load raise anything from KeyError to UnpicklingError
         reason = "is truncated or corrupt" if _looks_like_torch_file(path) else "is not a PyTorch checkpoint"
         raise UserError(f"checkpoint {path} {reason} ({type(e).__name__}); give a checkpoint_*.pth written by this "
                         "repository") from None

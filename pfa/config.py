@@ -131,17 +131,20 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0],
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        kwargs = {"dest": f.name, "help": f.metadata.get("help", ""), "default": argparse.SUPPRESS}
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        text = f.metadata.get("help", "") + ("" if default is None else f" [default: {default}]")
+        text = text.replace("%", "%%")
+        kwargs = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
-            parser.add_argument(flag, type=tp, choices=f.metadata.get("choices"), metavar=f.name.upper(), **kwargs)
+            choices = f.metadata.get("choices")
+            parser.add_argument(flag, type=tp, choices=choices, metavar=None if choices else f.name.upper(), **kwargs)
     return parser
 
 

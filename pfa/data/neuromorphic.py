@@ -58,13 +58,13 @@ class _Spec:
 SPECS = {
     "cifar10dvs": _Spec("CIFAR10-DVS", CIFAR10DVS, False, tuple(f"{c}.zip" for c in (
         "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")),
-        "https://figshare.com/articles/dataset/CIFAR10-DVS_New/4724671"),
+        "figshare, linked from the paper https://doi.org/10.3389/fnins.2017.00309"),
     "dvsgesture": _Spec("DVS128 Gesture", DVS128Gesture, True, ("DvsGesture.tar.gz",),
-                        "https://research.ibm.com/interactive/dvsgesture/"),
+                        "https://ibm.ent.box.com/s/3hiq58ww1pbbjrinh367ykfdf60xsfm8/folder/50167556794"),
     "ncaltech101": _Spec("N-Caltech101", NCaltech101, False, ("Caltech101.zip",),
                          "https://www.garrickorchard.com/datasets/n-caltech101"),
     "nmnist": _Spec("N-MNIST", NMNIST, True, ("Train.zip", "Test.zip"), "https://www.garrickorchard.com/datasets/n-mnist"),
-}  # fmt: skip
+}
 DATASETS = tuple(SPECS)
 
 
@@ -146,8 +146,9 @@ def _extract_downloads(name: str, root: Path) -> None:
         raise UserError(_missing_download_message(name, root, missing))
     for archive, (url, md5) in spec.resources().items():
         if not check_integrity(str(download / archive), md5):
-            raise UserError(f"{download / archive} does not match its md5 {md5} (incomplete or wrong file): "
-                            f"download it again from {url if spec.folder_class.downloadable() else spec.page}")
+            source = url if spec.folder_class.downloadable() else spec.page
+            raise UserError(f"{download / archive} does not match its md5 {md5} (incomplete or wrong file): download "
+                            f"it again from {source}, or if you trust it, unpack it yourself into {root / 'extract'}")
     partial = root / "extract.partial"
     shutil.rmtree(partial, ignore_errors=True)
     # spikingjelly's own extract step unpacks every file in download/ (READMEs too), so unpack only the archives.

@@ -33,7 +33,7 @@ NCALTECH101_CLASSES = (
     "rhino", "rooster", "saxophone", "schooner", "scissors", "scorpion", "sea_horse", "snoopy", "soccer_ball",
     "stapler", "starfish", "stegosaurus", "stop_sign", "strawberry", "sunflower", "tick", "trilobite", "umbrella",
     "watch", "water_lilly", "wheelchair", "wild_cat", "windsor_chair", "wrench", "yin_yang",
-)  # fmt: skip
+)
 GESTURE_CLASSES = 11
 GESTURE_LIGHTING = ("fluorescent", "led", "natural")
 

@@ -17,6 +17,15 @@ from pfa.generation.layers import postsynaptic_potential
 from pfa.generation.task import GenerationTask
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """On a shared 2-core machine, two OpenMP threads per process run ~20x slower than one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def trainable(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -171,6 +171,16 @@ def test_a_corrupt_frame_file_is_named(cifar10dvs):
         data.train[0]
 
 
+def test_a_corrupt_decoded_events_file_is_named_when_building_frames(cifar10dvs):
+    nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False)
+    path = cifar10dvs / "events_np/bird/cifar10_bird_2.npz"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match=f"cannot turn {path} into frames .*delete the events_np folder"):
+        nm.build_neuromorphic("cifar10dvs", cifar10dvs, 6, progress=False)
+    assert not (cifar10dvs / "frames_number_6_split_by_number").exists()
+    assert (cifar10dvs / "frames_number_4_split_by_number").is_dir()
+
+
 def test_empty_time_bins_with_split_by_time_are_explained(cifar10dvs):
     burst = {"t": np.full(50, 7), "x": np.arange(50), "y": np.arange(50), "p": np.arange(50) % 2}
     path = cifar10dvs / "extract/dog/cifar10_dog_0.aedat"

@@ -24,16 +24,24 @@ def _positive_int(name: str, value) -> int:
 
 
 def compose(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """AMC as one batched product: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W]."""
-    return torch.matmul(u, s)
+    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W], one batched product per time step.
+
+    Writing each step into its slice of A avoids the T-fold copy of s that a broadcast matmul makes.
+    """
+    a = u.new_empty(*u.shape[:3], s.shape[-1])
+    for u_t, a_t in zip(u, a, strict=True):
+        torch.bmm(u_t, s, out=a_t)
+    return a
 
 
 def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]."""
-    grad_u = torch.matmul(grad_a, s.mT)
+    grad_u = torch.empty_like(u)
     grad_s = torch.zeros_like(s)
-    for u_t, grad_a_t in zip(u.mT, grad_a, strict=True):  # loops over T, accumulating in place
-        grad_s.baddbmm_(u_t, grad_a_t)
+    s_t = s.mT.contiguous()
+    for u_t, grad_a_t, grad_u_t in zip(u, grad_a, grad_u, strict=True):
+        torch.bmm(grad_a_t, s_t, out=grad_u_t)
+        grad_s.baddbmm_(u_t.mT, grad_a_t)
     return grad_u, grad_s
 
 
@@ -64,11 +72,11 @@ class _ProjectedFullAttention(torch.autograd.Function):
         a = compose(u.detach(), s.detach()).view_as(x).to(x.dtype)
         if module.fusion == "mul":
             # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
-            grad_z = torch.where(x > 0, grad_y, 0)
+            grad_z = torch.ops.aten.threshold_backward(grad_y, x, 0)
             grad_a = grad_z * x
             grad_x = a.mul_(grad_z)
         else:
-            grad_a = grad_x = torch.where(a.add_(x) > 0, grad_y, 0)
+            grad_a = grad_x = torch.ops.aten.threshold_backward(grad_y, a.add_(x), 0)
         flat = grad_a.flatten(3)
         grad_u, grad_s = compose_grads(u.detach().to(flat.dtype), s.detach().to(flat.dtype), flat)
         wanted = [channel_mean, pooled] + [p for p, need in zip(params, ctx.needs_input_grad[2:], strict=True) if need]
@@ -116,7 +124,7 @@ class PFA(nn.Module):
 
     def project(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """LPST: channel_mean [T, N, H, W], pooled [T, N, C] -> u = lambda*Tf*Cf [T, N, C, R], S [N, R, H*W]."""
-        spatial = torch.sigmoid(self.spatial(channel_mean.transpose(0, 1))).flatten(2)
+        spatial = torch.sigmoid(self.spatial(channel_mean.transpose(0, 1).contiguous())).flatten(2)
         temporal = torch.sigmoid(self.temporal(pooled))
         channel = torch.sigmoid(self.channel(pooled.permute(1, 2, 0)))
         u = temporal.unsqueeze(2) * (channel * self.rank_weights()).unsqueeze(0)
@@ -134,8 +142,9 @@ class PFA(nn.Module):
             "weights": self.rank_weights(),
         }
 
+    @torch.no_grad()
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The composed attention map A for `x`, in the module's layout."""
+        """The composed attention map A for `x`, in the module's layout (for inspection: no gradient)."""
         x = self._time_first(x)
         u, s = self.project(x.mean(2), x.mean((3, 4)))
         return self._restore_layout(compose(u, s).view_as(x))

@@ -1,0 +1,113 @@
+"""PFA forward+backward against the floor and a reference-style per-rank loop, measured in one process.
+
+floor  = relu(x * y) forward+backward on a tensor of the input's shape (y given: the cheapest possible attention);
+loop   = the reference's composition: one full [N, T, C, H, W] tensor per rank, accumulated in Python;
+saved  = bytes PFA saves for backward beyond its input, in units of the input's size.
+
+    python bench/bench_pfa.py [--device cuda] [--repeats 7]
+"""
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from pfa import PFA
+
+SHAPES = [(12, 16, 128, 24, 8), (12, 16, 256, 12, 8), (10, 16, 128, 24, 64), (4, 64, 128, 14, 4)]
+
+
+def per_rank_loop(module: PFA, x: torch.Tensor) -> torch.Tensor:
+    """The reference's AMC: a Python loop over the rank, each term a full-size tensor."""
+    T, N, C, H, W = x.shape
+    x_n = x.transpose(0, 1)
+    spatial = torch.sigmoid(module.spatial(x_n.mean(2))).flatten(2)
+    pooled = x_n.mean((3, 4))
+    temporal = torch.sigmoid(module.temporal(pooled))
+    channel = torch.sigmoid(module.channel(pooled.transpose(1, 2)))
+    weights = torch.softmax(module.rank_logits, 0)
+    attention = torch.zeros(N, T, C, H * W, device=x.device, dtype=x.dtype)
+    for r in range(module.rank):
+        attention = attention + weights[r] * (
+            temporal[:, :, r, None, None] * channel[:, None, :, r, None] * spatial[:, r, None, None, :]
+        )
+    return torch.relu(attention.view(N, T, C, H, W).transpose(0, 1) * x)
+
+
+def floor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.relu(x * y)
+
+
+def time_fwd_bwd(fn, inputs, grad, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = fn(*inputs)
+    out.backward(grad)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def saved_beyond_input(module: PFA, x: torch.Tensor) -> float:
+    sizes = []
+
+    def pack(t):
+        if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
+            sizes.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        module(x)
+    return sum(sizes) / (x.numel() * x.element_size())
+
+
+def bench_shape(shape, device, repeats):
+    T, N, C, HW, R = shape
+    torch.manual_seed(0)
+    module = PFA(T, C, R).to(device)
+    x = (torch.rand(T, N, C, HW, HW, device=device) < 0.2).float().requires_grad_()
+    y = torch.rand_like(x).requires_grad_()
+    grad = torch.randn_like(x)
+    candidates = {
+        "floor": (floor, (x, y)),
+        "pfa": (module, (x,)),
+        "loop": (lambda t: per_rank_loop(module, t), (x,)),
+    }
+    for fn, inputs in candidates.values():
+        time_fwd_bwd(fn, inputs, grad, device)
+    times = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, (fn, inputs) in candidates.items():
+            times[name].append(time_fwd_bwd(fn, inputs, grad, device))
+    ratio = {name: statistics.median(a / b for a, b in zip(times[name], times["floor"], strict=True)) for name in times}
+    return {
+        "floor_ms": 1e3 * statistics.median(times["floor"]),
+        "pfa_over_floor": ratio["pfa"],
+        "loop_over_pfa": statistics.median(a / b for a, b in zip(times["loop"], times["pfa"], strict=True)),
+        "saved_x_input": saved_beyond_input(module, x),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads (torch)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, medians of {args.repeats}")
+    print("| T, N, C, H=W, R | floor ms | PFA ÷ floor | loop ÷ PFA | saved beyond input (× input) |")
+    print("|---|---|---|---|---|")
+    for shape in SHAPES:
+        r = bench_shape(shape, device, args.repeats)
+        print(
+            f"| {', '.join(map(str, shape))} | {r['floor_ms']:.1f} | {r['pfa_over_floor']:.2f} | "
+            f"{r['loop_over_pfa']:.2f} | {r['saved_x_input']:.3f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """Projected-full Attention (PFA).
 
-LPST projects a spike tensor X [T, N, C, H, W] onto rank-R temporal, channel and spatial factors; AMC composes them into a
-full attention map A[t, n, c, h, w] = sum_r lambda_r * Tf[n, r, t] * Cf[n, r, c] * S[n, r, h, w]; the output is
+LPST projects a spike tensor X [T, N, C, H, W] onto rank-R temporal, channel and spatial factors; AMC composes them
+into a full attention map A[t, n, c, h, w] = sum_r lambda_r * Tf[n, r, t] * Cf[n, r, c] * S[n, r, h, w]; the output is
 relu(A * X) ("mul") or relu(A + X) ("add").
 
 A is never kept for backward: `_ProjectedFullAttention` recomputes it from the small factors, so the module's saved
@@ -10,7 +10,6 @@ state beyond its input is a few tensors of size T*N*C*R and N*R*H*W.
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch.amp import custom_bwd, custom_fwd
 
 FUSIONS = ("mul", "add")

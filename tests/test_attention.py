@@ -111,7 +111,8 @@ def test_nothing_input_sized_is_saved_for_backward():
 )
 def test_bad_shapes_name_the_layout_and_the_shape(shape):
     module = PFA(T=4, C=6, rank=2)
-    with pytest.raises(ValueError, match=r"expects a TNCHW tensor \[4, N, 6, H, W\], got \[" + ", ".join(map(str, shape))):
+    expected = r"expects a TNCHW tensor \[4, N, 6, H, W\], got \[" + ", ".join(map(str, shape))
+    with pytest.raises(ValueError, match=expected):
         module(torch.rand(shape))
 
 

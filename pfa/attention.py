@@ -10,7 +10,6 @@ state beyond its input is a few tensors of size T*N*C*R and N*R*H*W.
 
 import torch
 import torch.nn as nn
-from torch.amp import custom_bwd, custom_fwd
 
 FUSIONS = ("mul", "add")
 LAYOUTS = ("TNCHW", "NCHWT")
@@ -22,53 +21,65 @@ def _positive_int(name: str, value) -> int:
     return value
 
 
-def compose(u: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W], one batched product per time step.
+@torch.autocast("cuda", enabled=False)
+@torch.autocast("cpu", enabled=False)
+def compose(u: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`, one product per time step.
 
     Writing each step into its slice of A avoids the T-fold copy of s that a broadcast matmul makes.
     """
+    u, s = u.to(dtype), s.to(dtype)
     a = u.new_empty(*u.shape[:3], s.shape[-1])
     for u_t, a_t in zip(u, a, strict=True):
         torch.bmm(u_t, s, out=a_t)
     return a
 
 
+@torch.autocast("cuda", enabled=False)
+@torch.autocast("cpu", enabled=False)
 def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]."""
-    grad_u = torch.empty_like(u)
-    grad_s = torch.zeros_like(s)
-    s_t = s.mT.contiguous()
-    for u_t, grad_a_t, grad_u_t in zip(u, grad_a, grad_u, strict=True):
+    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes."""
+    u_a, s_a = u.to(grad_a.dtype), s.to(grad_a.dtype)
+    grad_u = torch.empty_like(u_a)
+    grad_s = torch.zeros_like(s_a)
+    s_t = s_a.mT.contiguous()
+    for u_t, grad_a_t, grad_u_t in zip(u_a, grad_a, grad_u, strict=True):
         torch.bmm(grad_a_t, s_t, out=grad_u_t)
         grad_s.baddbmm_(u_t.mT, grad_a_t)
-    return grad_u, grad_s
+    return grad_u.to(u.dtype), grad_s.to(s.dtype)
+
+
+def _autocast_state(device_type: str) -> dict:
+    return {
+        "device_type": device_type,
+        "enabled": torch.is_autocast_enabled(device_type),
+        "dtype": torch.get_autocast_dtype(device_type),
+    }
 
 
 class _ProjectedFullAttention(torch.autograd.Function):
     """relu(A (*|+) X) whose backward recomputes A instead of storing it."""
 
     @staticmethod
-    @custom_fwd(device_type="cuda")
     def forward(ctx, x, module, *params):
         channel_mean, pooled = x.mean(2), x.mean((3, 4))
         u, s = module.project(channel_mean, pooled)
-        y = compose(u, s).view_as(x).to(x.dtype)
+        y = compose(u, s, x.dtype).view_as(x)
         y = y.mul_(x) if module.fusion == "mul" else y.add_(x)
-        ctx.module = module
+        ctx.module, ctx.autocast = module, _autocast_state(x.device.type)
         ctx.save_for_backward(x, channel_mean, pooled)
         return y.relu_()
 
     @staticmethod
-    @custom_bwd(device_type="cuda")
     def backward(ctx, grad_y):
         x, channel_mean, pooled = ctx.saved_tensors
         module = ctx.module
         params = list(module.parameters())
-        with torch.enable_grad():
+        with torch.enable_grad(), torch.autocast(**ctx.autocast):
             channel_mean = channel_mean.detach().requires_grad_()
             pooled = pooled.detach().requires_grad_()
             u, s = module.project(channel_mean, pooled)
-        a = compose(u.detach(), s.detach()).view_as(x).to(x.dtype)
+        a = compose(u.detach(), s.detach(), x.dtype).view_as(x)
         if module.fusion == "mul":
             # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
             grad_z = torch.ops.aten.threshold_backward(grad_y, x, 0)
@@ -77,9 +88,9 @@ class _ProjectedFullAttention(torch.autograd.Function):
         else:
             grad_a = grad_x = torch.ops.aten.threshold_backward(grad_y, a.add_(x), 0)
         flat = grad_a.flatten(3)
-        grad_u, grad_s = compose_grads(u.detach().to(flat.dtype), s.detach().to(flat.dtype), flat)
+        grad_u, grad_s = compose_grads(u.detach(), s.detach(), flat)
         wanted = [channel_mean, pooled] + [p for p, need in zip(params, ctx.needs_input_grad[2:], strict=True) if need]
-        grads = iter(torch.autograd.grad((u, s), wanted, (grad_u.to(u.dtype), grad_s.to(s.dtype)), allow_unused=True))
+        grads = iter(torch.autograd.grad((u, s), wanted, (grad_u, grad_s), allow_unused=True))
         grad_mean, grad_pooled = next(grads), next(grads)
         h, w = x.shape[3:]
         grad_x = grad_x.add(grad_mean.unsqueeze(2).to(x.dtype), alpha=1 / x.shape[2])
@@ -146,7 +157,7 @@ class PFA(nn.Module):
         """The composed attention map A for `x`, in the module's layout (for inspection: no gradient)."""
         x = self._time_first(x)
         u, s = self.project(x.mean(2), x.mean((3, 4)))
-        return self._restore_layout(compose(u, s).view_as(x))
+        return self._restore_layout(compose(u, s, x.dtype).view_as(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._time_first(x)

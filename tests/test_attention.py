@@ -135,3 +135,15 @@ def test_bad_time_last_shape():
 def test_bad_constructor_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         PFA(**{"T": 4, "C": 6, "rank": 2, **kwargs})
+
+
+def test_autocast_bfloat16_follows_the_input_dtype_and_stays_close():
+    torch.manual_seed(5)
+    module = PFA(T=4, C=6, rank=3)
+    x = torch.rand(4, 2, 6, 5, 5, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = module(x.bfloat16())
+    assert y.dtype == torch.bfloat16
+    y.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(y.float(), module(x), atol=2e-2, rtol=2e-2)

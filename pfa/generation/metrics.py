@@ -166,11 +166,14 @@ def inception_metrics(weights: str, fake: Iterable[torch.Tensor], real: Iterable
         name="inception-v3-compat", features_list=["logits_unbiased"], feature_extractor_weights_path=weights
     )
     score = InceptionScore(feature=logits, normalize=True).to(device)
-    for images, is_real in [(x, True) for x in real] + [(x, False) for x in fake]:
-        rgb = ((images.to(device) + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
-        fid.update(rgb, real=is_real)
-        if not is_real:
-            score.update(rgb)
+    def rgb(images: torch.Tensor) -> torch.Tensor:
+        return ((images.to(device) + 1) / 2).clamp(0, 1).expand(-1, 3, -1, -1)
+
+    for images in real:
+        fid.update(rgb(images), real=True)
+    for images in fake:
+        fid.update(rgb(images), real=False)
+        score.update(rgb(images))
     is_mean, is_std = score.compute()
     fid_value = fid.compute().item()
     return {"inception_score": is_mean.item(), "inception_score_std": is_std.item(), "inception_fid": fid_value}

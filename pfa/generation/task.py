@@ -1,4 +1,5 @@
-"""Training generative models with `pfa.engine.fit`: the per-batch step, the per-epoch pictures and sample metrics.
+"""Training generative models with `pfa.engine.fit`: the entry's config, the model builder, the per-batch step, the
+per-epoch pictures and sample metrics.
 
 Every epoch the run directory gets `reconstructions.png` (rows of test images alternating with their reconstructions)
 and `samples.png` (images drawn from the model), copies of both under `images/`, the same pictures in TensorBoard, and
@@ -6,6 +7,7 @@ the metrics of `SampleMetrics` when due. Pictures and metrics draw their randomn
 epoch, so they never change the course of training and a resumed run stays identical to an uninterrupted one.
 """
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,14 @@ def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor) -> torch.
     return picture_grid(pairs.transpose(0, 1).flatten(0, 2), columns)
 
 
+@contextlib.contextmanager
+def private_rng(device: torch.device, seed: int):
+    """Random numbers from a stream seeded with `seed`; the run's own RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 class PictureLog:
     """Writes the epoch's pictures as PNGs (latest + per-epoch copy) and as TensorBoard images."""
 
@@ -149,8 +159,7 @@ class SampleMetrics:
     def autoencoder_fid(self, run_dir: Path, device) -> AutoencoderFID:
         if self.fid is None:
             path = Path(self.cfg.fid_autoencoder or run_dir / "fid_autoencoder.pth")
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                torch.manual_seed(self.cfg.seed)
+            with private_rng(device, self.cfg.seed):
                 self.fid = AutoencoderFID.load_or_train(
                     path, self.in_channels, self.cfg.input_size, self._loader(self.train_set, True),
                     self._loader(self.test_set, False), self.cfg.fid_autoencoder_epochs, device, self.log,
@@ -159,7 +168,7 @@ class SampleMetrics:
 
     def __call__(self, model: nn.Module, run_dir: Path, device) -> dict[str, float]:
         fid = self.autoencoder_fid(run_dir, device)
-        batches = list(generated_batches(model.sample, self.cfg.fid_samples, self.cfg.batch_size))
+        batches = [x.cpu() for x in generated_batches(model.sample, self.cfg.fid_samples, self.cfg.batch_size)]
         metrics = {"autoencoder_fid": fid(batches)}
         if self.inception_weights:
             real = images_of(self._loader(self.test_set, False))
@@ -206,8 +215,7 @@ class GenerationTask(Task):
         if not run.is_main:
             return None
         model.eval()
-        with torch.random.fork_rng(devices=[run.device] if run.device.type == "cuda" else []):
-            torch.manual_seed(self.cfg.seed + epoch)
+        with private_rng(run.device, self.cfg.seed + epoch):
             samples = model.sample(self.cfg.images)
             if self.pictures is None:  # the first epoch of this process: a resumed run starts past 0
                 self.pictures = PictureLog(run.dir, first_epoch=epoch)

@@ -54,8 +54,10 @@ def _run_spans(body, numel: int, device: torch.device):
     per_worker = math.ceil(math.ceil(numel / CPU_CHUNK) / workers) * CPU_CHUNK
     spans = [(start, min(start + per_worker, numel)) for start in range(0, numel, per_worker)]
 
-    def run(span):
-        with torch.no_grad():  # grad mode is thread-local; out= ops must not be recorded
+    inference = torch.is_inference_mode_enabled()
+
+    def run(span):  # grad and inference modes are thread-local: carry the caller's over
+        with torch.no_grad(), torch.inference_mode(inference):
             body(*span, CPU_CHUNK)
 
     for future in [_thread_pool(workers).submit(run, span) for span in spans]:
@@ -82,30 +84,31 @@ def _fire_and_reset(h, s_t, v, p: LIFParams):
             v.add_(s_t, alpha=p.v_reset)
 
 
-def _surrogate_unscaled(h, out, one, p: LIFParams) -> float:
-    """Writes sg / scale into out and returns scale, so the caller can fold the scale into a later addcmul."""
+def _surrogate_factor(h, out, one, p: LIFParams):
+    """Writes a factor f of the surrogate gradient sg into out; returns (scale, combine) such that
+    combine(a, b, f, value=scale * c) = a + c * b * sg: atan f = 1 + (pi / 2 * alpha * (h - v_threshold))^2 and
+    sg = scale / f (torch.addcdiv); rectangle f = 1[|h - center| < width] and sg = scale * f (torch.addcmul)."""
     if p.surrogate == "atan":
         k = math.pi / 2 * p.alpha
         torch.sub(h, p.v_threshold, out=out)
-        torch.addcmul(one, out, out, value=k * k, out=out).reciprocal_()
-        return p.alpha / 2
+        torch.addcmul(one, out, out, value=k * k, out=out)
+        return p.alpha / 2, torch.addcdiv
     torch.sub(h, p.center, out=out).abs_()
     torch.lt(out, p.width, out=out)
-    return 1 / (2 * p.width)
+    return 1 / (2 * p.width), torch.addcmul
 
 
-def _reset_grad_times(carry, h, s_t, sg, scale, tmp, p: LIFParams):
-    """carry * dV/dH (through the reset), written into carry."""
+def _through_reset(c, h, s_t, f, scale, combine, tmp, p: LIFParams):
+    """c <- c * dV/dH: the gradient that reaches H from the membrane passed on to the next step."""
     if p.v_reset is None:
-        if not p.detach_reset:
-            torch.addcmul(carry, carry, sg, value=-p.v_threshold * scale, out=carry)
+        if not p.detach_reset:  # V = H - S * v_threshold
+            combine(c, c, f, value=-p.v_threshold * scale, out=c)
         return
-    if not p.detach_reset:  # + carry * (v_reset - h) * sg
-        torch.sub(h, p.v_reset, out=tmp).mul_(carry)
-        torch.addcmul(carry, carry, s_t, value=-1, out=carry)
-        torch.addcmul(carry, tmp, sg, value=-scale, out=carry)
-    else:
-        torch.addcmul(carry, carry, s_t, value=-1, out=carry)
+    if not p.detach_reset:  # V = H * (1 - S) + v_reset * S, with dS/dH = sg
+        torch.sub(h, p.v_reset, out=tmp).mul_(c)
+    torch.addcmul(c, c, s_t, value=-1, out=c)
+    if not p.detach_reset:
+        combine(c, tmp, f, value=-scale, out=c)
 
 
 class _MultiStepLIF(torch.autograd.Function):
@@ -114,7 +117,7 @@ class _MultiStepLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
         x = x_seq.detach().contiguous().view(x_seq.shape[0], -1)
-        steps, numel = x.shape
+        numel = x.shape[1]
         state_dtype = v0.dtype
         needs_grad = any(ctx.needs_input_grad[:2])
         spikes = torch.empty_like(x)
@@ -129,10 +132,10 @@ class _MultiStepLIF(torch.autograd.Function):
             for a in range(start, stop, chunk):
                 b = min(a + chunk, stop)
                 v_c, tmp_c = v[a:b], tmp[: b - a]
-                for t in range(steps):
-                    h = h_seq[t, a:b] if needs_grad else scratch[: b - a]
-                    _charge(x[t, a:b], v_c, h, tmp_c, tau, params)
-                    _fire_and_reset(h, spikes[t, a:b], v_c, params)
+                hs = h_seq[:, a:b].unbind() if needs_grad else [scratch[: b - a]] * len(x)
+                for t, (x_t, s_t, h) in enumerate(zip(x[:, a:b].unbind(), spikes[:, a:b].unbind(), hs, strict=True)):
+                    _charge(x_t, v_c, h, tmp_c, tau, params)
+                    _fire_and_reset(h, s_t, v_c, params)
                     if v_seq is not None:
                         v_seq[t, a:b].copy_(v_c)
 
@@ -147,32 +150,34 @@ class _MultiStepLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v, _grad_v_seq):
+        """Runs the recurrence on c = dL/dV * g with g = 1/tau (decay_input) or 1, so that dL/dX_t = c_t * dV/dH +
+        g * dL/dS_t * sg comes out of one fused operation, and c_{t-1} = dL/dX_t * (1 - 1/tau)."""
         h_seq, spikes = ctx.saved_tensors
         p = ctx.params
-        steps, numel = h_seq.shape
-        gs = grad_spikes.contiguous().view(steps, -1)
+        numel = h_seq.shape[1]
+        gs = grad_spikes.contiguous().view(h_seq.shape[0], -1)
         grad_x = torch.empty_like(spikes)
-        carry = grad_v.detach().reshape(-1).to(h_seq.dtype, copy=True)
+        g = 1 / p.tau if p.decay_input else 1.0
+        c = grad_v.detach().reshape(-1).to(h_seq.dtype).mul(g)
         one = torch.ones((), dtype=h_seq.dtype)
-        tau = torch.tensor(p.tau, dtype=h_seq.dtype)
+        same_dtype = grad_x.dtype == h_seq.dtype
 
         def body(start, stop, chunk):
-            sg = torch.empty(min(chunk, stop - start), dtype=h_seq.dtype, device=h_seq.device)
-            tmp, gh = torch.empty_like(sg), torch.empty_like(sg)
+            f = torch.empty(min(chunk, stop - start), dtype=h_seq.dtype, device=h_seq.device)
+            tmp, gh = torch.empty_like(f), torch.empty_like(f)
             for a in range(start, stop, chunk):
                 b = min(a + chunk, stop)
-                carry_c, sg_c, tmp_c, gh_c = carry[a:b], sg[: b - a], tmp[: b - a], gh[: b - a]
-                for t in reversed(range(steps)):
-                    h, s_t = h_seq[t, a:b], spikes[t, a:b]
-                    scale = _surrogate_unscaled(h, sg_c, one, p)
-                    _reset_grad_times(carry_c, h, s_t, sg_c, scale, tmp_c, p)
-                    torch.addcmul(carry_c, gs[t, a:b], sg_c, value=scale, out=gh_c)
-                    if p.decay_input:
-                        torch.div(gh_c, tau, out=grad_x[t, a:b])
-                        torch.addcdiv(gh_c, gh_c, tau, value=-1, out=carry_c)
-                    else:
-                        grad_x[t, a:b].copy_(gh_c)
-                        torch.addcdiv(gh_c, gh_c, tau, value=-1, out=carry_c)
+                c_c, f_c, tmp_c = c[a:b], f[: b - a], tmp[: b - a]
+                gh_c = None if same_dtype else gh[: b - a]
+                steps = zip(*(seq[:, a:b].unbind() for seq in (h_seq, spikes, gs, grad_x)), strict=True)
+                for h, s_t, gs_t, gx_t in reversed(list(steps)):
+                    scale, combine = _surrogate_factor(h, f_c, one, p)
+                    _through_reset(c_c, h, s_t, f_c, scale, combine, tmp_c, p)
+                    out = gx_t if same_dtype else gh_c
+                    combine(c_c, gs_t, f_c, value=scale * g, out=out)
+                    torch.mul(out, 1 - 1 / p.tau, out=c_c)
+                    if not same_dtype:
+                        gx_t.copy_(out)
 
         _run_spans(body, numel, h_seq.device)
-        return grad_x.view(ctx.x_shape), carry.view(grad_v.shape), None, None
+        return grad_x.view(ctx.x_shape), c.div_(g).view(grad_v.shape), None, None

@@ -88,6 +88,15 @@ def test_autocast_gives_spikes_in_the_autocast_dtype():
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
 
 
+def test_inference_mode_and_no_grad_give_the_same_spikes():
+    x, _ = lif_input("cpu")
+    expected = LIF()(x)
+    with torch.inference_mode():
+        assert torch.equal(LIF()(x), expected)
+    with torch.no_grad():
+        assert torch.equal(LIF()(x), expected)
+
+
 def test_reset_net_restores_the_initial_state():
     x, grad = lif_input("cpu")
     lif = LIF(v_reset=-0.1)

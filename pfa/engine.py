@@ -101,7 +101,7 @@ class ClassificationTask(Task):
         inputs, labels = batch
         out = model(inputs)
         loss = self.loss_fn(out, labels)
-        accuracy = (firing_rate(out).argmax(1) == labels).float().mean()
+        accuracy = (firing_rate(out).argmax(1) == labels).double().mean()
         return StepResult(loss, {"loss": loss.detach(), "acc": accuracy}, labels.shape[0])
 
 

@@ -1,0 +1,68 @@
+"""The reference Fashion-MNIST network (SPEC.md), with its width, T, rank and attention configurable.
+
+    static conv 1->w + BN (computed once, repeated over T)
+    LIF -> maxpool -> conv w->w + BN -> PFA(fusion "add") -> LIF -> maxpool          28 -> 14 -> 7
+    dropout -> FC 49w -> 16w -> LIF -> dropout -> FC 16w -> 10 -> LIF                 (w = 128: 6272 -> 2048 -> 10)
+
+The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.losses' convention).
+"""
+
+from collections.abc import Callable
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import layer
+
+from pfa.attention import PFA
+from pfa.neuron import LIF
+
+ATTENTIONS = ("pfa", "none")
+
+
+def default_neuron() -> nn.Module:
+    return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=True, surrogate="atan")
+
+
+class FashionMNISTNet(nn.Module):
+    """Args:
+    T: time steps; width: channels of both convolutions (128 in the reference); rank: PFA's R;
+    attention: "pfa" or "none"; dropout: probability of both dropouts (0.7 in the reference);
+    neuron: factory of the multi-step spiking neuron (pfa.neuron.LIF by default);
+    make_pfa: factory (T, C, rank) -> attention module, to swap in another implementation (the benchmark does).
+    """
+
+    def __init__(self, T: int = 4, width: int = 128, rank: int = 4, attention: str = "pfa", dropout: float = 0.7,
+                 neuron: Callable[[], nn.Module] = default_neuron, make_pfa: Callable[..., nn.Module] | None = None):
+        super().__init__()
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+        self.T = T
+        make_pfa = make_pfa or (lambda T, C, rank: PFA(T, C, rank, fusion="add"))
+        self.static_conv = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.features = nn.Sequential(
+            neuron(),
+            layer.SeqToANNContainer(
+                nn.MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+            ),
+            make_pfa(T, width, rank) if attention == "pfa" else nn.Identity(),
+            neuron(),
+            layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Flatten()),
+        )
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            layer.SeqToANNContainer(nn.Linear(width * 7 * 7, width * 4 * 4, bias=False)),
+            neuron(),
+            nn.Dropout(dropout),
+            layer.SeqToANNContainer(nn.Linear(width * 4 * 4, 10, bias=False)),
+            neuron(),
+        )
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images [N, 1, 28, 28] -> output spikes [T, N, 10]."""
+        x = self.static_conv(images)
+        return self.classifier(self.features(x.unsqueeze(0).expand(self.T, *x.shape)))
+
+    @property
+    def attention(self) -> nn.Module:
+        """The attention module (PFA, or Identity in the baseline)."""
+        return self.features[2]

@@ -124,6 +124,10 @@ class LIF(base.MemoryModule):
             f"decay_input={p.decay_input}, surrogate={surrogate}, backend={self.backend}, {super().extra_repr()}"
         )
 
+    def reset(self):
+        super().reset()
+        self.v_seq = None
+
     def _initial_state(self, x_seq: torch.Tensor) -> torch.Tensor:
         state_dtype = torch.promote_types(x_seq.dtype, torch.float32)
         v = self.v

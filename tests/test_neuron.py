@@ -112,6 +112,8 @@ def test_store_v_seq_matches_spikingjelly():
     theirs(x), ours(x)
     torch.testing.assert_close(ours.v_seq, theirs.v_seq, rtol=1e-6, atol=1e-6)
     assert torch.equal(ours.v_seq[-1], ours.v)
+    functional.reset_net(ours)
+    assert ours.v_seq is None
 
 
 def test_single_step_mode_equals_multi_step():

@@ -84,17 +84,16 @@ class _ProjectedFullAttention(torch.autograd.Function):
             # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
             grad_z = torch.ops.aten.threshold_backward(grad_y, x, 0)
             grad_a = grad_z * x
-            grad_x = a.mul_(grad_z)
         else:
-            grad_a = grad_x = torch.ops.aten.threshold_backward(grad_y, a.add_(x), 0)
-        flat = grad_a.flatten(3)
-        grad_u, grad_s = compose_grads(u.detach(), s.detach(), flat)
+            grad_a = grad_z = torch.ops.aten.threshold_backward(grad_y, a.add_(x), 0)
+        grad_u, grad_s = compose_grads(u.detach(), s.detach(), grad_a.flatten(3))
         wanted = [channel_mean, pooled] + [p for p, need in zip(params, ctx.needs_input_grad[2:], strict=True) if need]
         grads = iter(torch.autograd.grad((u, s), wanted, (grad_u, grad_s), allow_unused=True))
         grad_mean, grad_pooled = next(grads), next(grads)
-        h, w = x.shape[3:]
-        grad_x = grad_x.add(grad_mean.unsqueeze(2).to(x.dtype), alpha=1 / x.shape[2])
-        grad_x.add_(grad_pooled[..., None, None].to(x.dtype), alpha=1 / (h * w))
+        # dX = dZ * (A or 1) + the two means' broadcast gradients, accumulated in buffers we own.
+        from_mean = grad_mean.unsqueeze(2).to(x.dtype) / x.shape[2]
+        grad_x = torch.addcmul(from_mean, a, grad_z, out=a) if module.fusion == "mul" else grad_z.add_(from_mean)
+        grad_x.add_(grad_pooled[..., None, None].to(x.dtype), alpha=1 / (x.shape[3] * x.shape[4]))
         grad_params = [next(grads) if need else None for need in ctx.needs_input_grad[2:]]
         return grad_x, None, *grad_params
 

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> dict:
     batches = math.ceil(len(fixed_subset(train_set, cfg.train_samples, "--train-samples")) / cfg.batch_size)
     with Run(cfg, name=f"generation-{cfg.dataset}") as run:
         model = build_model(cfg, batches).to(run.device)
-        wanted = run.is_main and cfg.fid_every > 0
+        wanted = run.is_main and cfg.fid_every > 0 and not cfg.eval_only
         metrics = SampleMetrics(cfg, CHANNELS[cfg.dataset], train_set, test_set) if wanted else None
         task = GenerationTask(model, cfg, metrics)
         try:

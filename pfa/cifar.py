@@ -17,16 +17,14 @@ from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
 from pfa.engine import Run, fixed_subset
 from pfa.errors import UserError
+from pfa.models import resnet, vgg
 from pfa.models.layers import ATTENTIONS
-from pfa.models.resnet import ARCHS as RESNETS
-from pfa.models.resnet import SpikingResNet
-from pfa.models.vgg import SpikingVGG
 from pfa.report import format_report, model_report, save_report
 
 EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture")
 IMAGE_DATASETS = ("cifar10", "cifar100")
 DATASETS = EVENT_DATASETS + IMAGE_DATASETS
-ARCHS = ("vgg", *RESNETS)
+ARCHS = ("vgg", *resnet.ARCHS)
 
 # The reference's recipe for event data (it steps the rate down 10x every 20 epochs; cosine is our default).
 EVENT_RECIPE = dict(arch="vgg", epochs=200, batch_size=32, optimizer="adam", lr=1e-4, weight_decay=0.0,
@@ -102,10 +100,17 @@ class CifarConfig(TrainConfig):
         if self.attention_at is None:
             return None
         try:
-            return tuple(int(slot) for slot in self.attention_at.split(","))
+            positions = tuple(int(slot) for slot in self.attention_at.split(","))
         except ValueError:
             raise UserError(f"--attention-at expects slot numbers separated by commas, e.g. 1,2,3; "
                             f"got {self.attention_at!r}") from None
+        images = self.dataset in IMAGE_DATASETS
+        slots = vgg.attention_slots(images) if self.arch == "vgg" else resnet.attention_slots(self.arch)
+        if not set(positions) <= set(slots):
+            data = "images" if images else "event frames"
+            raise UserError(f"--attention-at {self.attention_at}: {self.arch} on {data} has attention slots "
+                            f"{', '.join(map(str, slots))}; choose among them")
+        return positions
 
 
 @dataclass
@@ -157,13 +162,9 @@ def model_arguments(cfg: CifarConfig, data: Data) -> dict:
 
 def build_model(cfg: CifarConfig, data: Data) -> tuple[nn.Module, str]:
     """The network and its description, e.g. "SpikingVGG(num_classes=10, T=12, ...)"."""
-    network = SpikingVGG if cfg.arch == "vgg" else SpikingResNet
+    network = vgg.SpikingVGG if cfg.arch == "vgg" else resnet.SpikingResNet
     kwargs = model_arguments(cfg, data)
-    try:
-        model = network(**kwargs)
-    except ValueError as error:  # e.g. an attention slot the network does not have
-        raise UserError(f"{error}; check --attention-at") from None
-    return model, f"{network.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+    return network(**kwargs), f"{network.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
 
 
 def write_report(model: nn.Module, test_set: Dataset, cfg: CifarConfig, run: Run) -> dict:

@@ -20,6 +20,11 @@ ARCHS = {
 }
 
 
+def attention_slots(arch: str) -> tuple[int, ...]:
+    """Slot 0 after the stem, slot k after stage k."""
+    return tuple(range(len(ARCHS[arch][1]) + 1))
+
+
 class BasicBlock(nn.Module):
     """conv-BN-LIF-conv-BN plus the (projected) input, then LIF."""
 
@@ -64,7 +69,7 @@ class SpikingResNet(nn.Module):
         if arch not in ARCHS:
             raise ValueError(f"SpikingResNet: arch must be one of {tuple(ARCHS)}, got {arch!r}")
         stem, stages, hidden = ARCHS[arch]
-        available = tuple(range(len(stages) + 1))
+        available = attention_slots(arch)
         positions = available[1:] if positions is None else tuple(positions)
         if not set(positions) <= set(available):
             raise ValueError(f"SpikingResNet: attention positions must be in {available}, got {positions}")

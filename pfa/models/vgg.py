@@ -15,7 +15,11 @@ from spikingjelly.activation_based import layer
 from pfa.models.layers import conv_bn, make_attention, spiking_neuron, to_time_first
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
-ALL_POSITIONS = (0, 1, 2, 3, 4)
+
+
+def attention_slots(static: bool = False) -> tuple[int, ...]:
+    """Slot 0 sits on the input frames (not on a still image, which is not a spike tensor); slot k after pooling k."""
+    return (1, 2, 3, 4) if static else (0, 1, 2, 3, 4)
 
 
 def scaled(channels: int, width: float) -> int:
@@ -54,7 +58,7 @@ class SpikingVGG(nn.Module):
         super().__init__()
         if image_size % 16:
             raise ValueError(f"SpikingVGG: image_size must be divisible by 16 (four 2x2 poolings), got {image_size}")
-        available = ALL_POSITIONS[1:] if static else ALL_POSITIONS
+        available = attention_slots(static)
         positions = available if positions is None else tuple(positions)
         if not set(positions) <= set(available):
             raise ValueError(f"SpikingVGG: attention positions must be in {available}, got {positions}")

@@ -1,8 +1,8 @@
 """The "torch" LIF backend: one autograd.Function that runs all T steps, for any device.
 
-On CPU the neurons are processed in cache-sized chunks (all T steps of one chunk before the next), spread over a small
-thread pool: each per-step operation then works on data already in cache, which is what makes a chain of small
-elementwise operations about as cheap as the `relu(x * y)` floor. On other devices a chunk is the whole tensor.
+On CPU the neurons are processed in cache-sized chunks (all T steps of one chunk before the next), spread over the
+caller and a small thread pool: each per-step operation then works on data already in cache, which brings a chain of
+small elementwise operations close to the `relu(x * y)` floor. On other devices a chunk is the whole tensor.
 
 Backward needs only the charged potentials H [T, ...] (state dtype) and the spikes (the output), and recomputes the
 surrogate gradient from H.
@@ -22,45 +22,45 @@ if TYPE_CHECKING:
     from pfa.neuron import LIFParams
 
 CPU_CHUNK = 1 << 15  # neurons per chunk on CPU: at most ATen's grain size, so each op runs in one thread, in L2
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
-def _forget_pool_after_fork():
-    global _pool
-    _pool = None  # a forked child (e.g. a DataLoader worker) inherits the pool object but none of its threads
+def _forget_pools_after_fork():
+    global _pools, _pools_lock
+    _pools, _pools_lock = {}, threading.Lock()  # a forked child (a DataLoader worker) inherits no pool threads
 
 
-os.register_at_fork(after_in_child=_forget_pool_after_fork)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_after_fork)
 
 
 def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None or _pool._max_workers != workers:
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfa-lif")
-        return _pool
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfa-lif")
+        return _pools[workers]
 
 
 def _run_spans(body, numel: int, device: torch.device):
-    """Call body(start, stop, chunk) over [0, numel): chunked and threaded on CPU, in one piece elsewhere."""
+    """Calls body(start, stop, chunk) over [0, numel): one span per CPU thread (the caller runs the first), or in one
+    piece on other devices."""
     if device.type != "cpu":
         body(0, numel, max(numel, 1))
         return
     workers = min(torch.get_num_threads(), math.ceil(numel / CPU_CHUNK))
-    if workers <= 1:
-        body(0, numel, CPU_CHUNK)
-        return
-    per_worker = math.ceil(math.ceil(numel / CPU_CHUNK) / workers) * CPU_CHUNK
+    per_worker = max(1, math.ceil(math.ceil(numel / CPU_CHUNK) / max(workers, 1))) * CPU_CHUNK
     spans = [(start, min(start + per_worker, numel)) for start in range(0, numel, per_worker)]
-
     inference = torch.is_inference_mode_enabled()
 
-    def run(span):  # grad and inference modes are thread-local: carry the caller's over
+    def run(start, stop):  # grad and inference modes are thread-local: carry the caller's over
         with torch.no_grad(), torch.inference_mode(inference):
-            body(*span, CPU_CHUNK)
+            body(start, stop, CPU_CHUNK)
 
-    for future in [_thread_pool(workers).submit(run, span) for span in spans]:
+    futures = [_thread_pool(workers - 1).submit(run, *span) for span in spans[1:]]
+    for span in spans[:1]:
+        run(*span)
+    for future in futures:
         future.result()
 
 
@@ -116,7 +116,7 @@ class _MultiStepLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
-        x = x_seq.detach().contiguous().view(x_seq.shape[0], -1)
+        x = x_seq.detach().contiguous().view(x_seq.shape[0], v0.numel())
         numel = x.shape[1]
         state_dtype = v0.dtype
         needs_grad = any(ctx.needs_input_grad[:2])
@@ -155,7 +155,7 @@ class _MultiStepLIF(torch.autograd.Function):
         h_seq, spikes = ctx.saved_tensors
         p = ctx.params
         numel = h_seq.shape[1]
-        gs = grad_spikes.contiguous().view(h_seq.shape[0], -1)
+        gs = grad_spikes.contiguous().view(h_seq.shape)
         grad_x = torch.empty_like(spikes)
         g = 1 / p.tau if p.decay_input else 1.0
         c = grad_v.detach().reshape(-1).to(h_seq.dtype).mul(g)

@@ -1,0 +1,46 @@
+"""bench/train_step.py: its reference-algorithm baseline computes what pfa.PFA computes, and the benchmark runs."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from pfa import PFA
+
+
+def load_bench():
+    path = Path(__file__).resolve().parents[1] / "bench/train_step.py"
+    spec = importlib.util.spec_from_file_location("train_step", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_step = load_bench()
+
+
+@pytest.mark.parametrize("fusion", ["add", "mul"])
+def test_loop_baseline_matches_pfa_at_initialisation(fusion):
+    torch.manual_seed(0)
+    ours = PFA(4, 6, 3, fusion=fusion).double()
+    loop = train_step.LoopPFA(4, 6, 3, fusion=fusion).double()
+    loop.load_state_dict({k: v for k, v in ours.state_dict().items() if k != "rank_logits"})
+    x = torch.randn(4, 2, 6, 5, 7, dtype=torch.float64)
+    x_ours, x_loop = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_ours, y_loop = ours(x_ours), loop(x_loop)
+    torch.testing.assert_close(y_ours, y_loop)
+    weights = torch.randn_like(y_ours)
+    (y_ours * weights).sum().backward()
+    (y_loop * weights).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_loop.grad)
+    torch.testing.assert_close(ours.spatial.weight.grad, loop.spatial.weight.grad)
+
+
+def test_benchmark_reports_both_rates_and_their_ratio(capsys):
+    [result] = train_step.main(["--config", "fmnist-quick", "--batch-size", "4", "--steps", "1", "--rounds", "1",
+                                "--warmup", "0", "--device", "cpu"])
+    assert result["ours"] > 0 and result["baseline"] > 0
+    assert math.isclose(result["ratio"], result["ours"] / result["baseline"])
+    assert "| fmnist-quick | 4 |" in capsys.readouterr().out

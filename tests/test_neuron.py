@@ -1,5 +1,7 @@
 """pfa.neuron.LIF against spikingjelly 2's LIFNode and against a step-by-step FSVAE neuron written here."""
 
+import sys
+
 import pytest
 import torch
 import torch.distributed as dist
@@ -86,6 +88,13 @@ def test_autocast_gives_spikes_in_the_autocast_dtype():
     spikes.sum().backward()
     assert spikes.dtype == torch.bfloat16 and lif.v.dtype == torch.float32
     assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without CUDA")
+def test_auto_backend_on_cpu_never_imports_cupy():
+    x, _ = lif_input("cpu")
+    LIF(backend="auto")(x)
+    assert "cupy" not in sys.modules
 
 
 def test_inference_mode_and_no_grad_give_the_same_spikes():

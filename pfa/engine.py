@@ -131,6 +131,7 @@ class Run:
         if self.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.dir / "config.yaml")
+            print(f"run directory: {self.dir}", flush=True)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision as configured, on CUDA only."""
@@ -319,12 +320,15 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
             scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         start, best = checkpoint["epoch"], checkpoint["best"]
+        if start >= cfg.epochs:
+            raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
         set_rng_state(checkpoint["rng"])
     run.prepare_dir()
     log = RunLog(run.dir, run.is_main, first_epoch=start)
     record = {}
     try:
         for epoch in range(start, cfg.epochs):
+            started = time.perf_counter()
             task.on_epoch_start(epoch)
             train_loader.sampler.set_epoch(epoch)
             train = train_epoch(run, net, model, task, train_loader, optimizer, scaler, epoch)
@@ -335,7 +339,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
             improved = _better(task, record[task.monitor], best)
             best = record[task.monitor] if improved else best
             record[f"best_{task.monitor}"] = best
-            log.epoch(record, {"lr": optimizer.param_groups[0]["lr"]})
+            log.epoch(record, {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
             if run.is_main:
                 state = {
                     "arch": arch, "signature": model_signature(model), "epoch": epoch + 1, "best": best,

@@ -23,7 +23,7 @@ def progress(iterable: Iterable, desc: str, enabled: bool) -> tqdm:
 
 
 def _format(value) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 class RunLog:
@@ -44,10 +44,10 @@ class RunLog:
         step = record["epoch"]
         for key, value in {**record, **(extra_scalars or {})}.items():
             if key != "epoch" and isinstance(value, int | float) and not isinstance(value, bool):
-                self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+                self.writer.add_scalar(key.replace("_", "/", 1) if "_" in key else f"run/{key}", value, step)
         self.writer.flush()
         write_json(self.run_dir / "metrics.json", record)
-        print(" ".join(f"{k}={_format(v)}" for k, v in record.items()), flush=True)
+        print(" ".join(f"{k}={_format(v)}" for k, v in {**record, **(extra_scalars or {})}.items()), flush=True)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -73,6 +73,12 @@ def test_resume_at_an_epoch_boundary_is_bit_identical(tmp_path):
     assert read(tmp_path / "whole/metrics.json") == read(tmp_path / "parts/metrics.json")
 
 
+def test_resume_needs_epochs_left(tmp_path):
+    train(config(tmp_path, epochs=1))
+    with pytest.raises(UserError, match="has already trained 1 epochs; to go on, give --epochs above 1"):
+        train(config(tmp_path, epochs=1, resume=str(tmp_path / "run/checkpoint_latest.pth")))
+
+
 def test_run_directory_contents(tmp_path):
     record, _ = train(config(tmp_path, epochs=2))
     run_dir = tmp_path / "run"

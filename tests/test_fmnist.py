@@ -161,6 +161,30 @@ def test_bad_checkpoints_leave_an_existing_run_untouched(trained, tmp_path, caps
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "FMNIST/configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_parse(path):
+    cfg = run_py.parse_config(run_py.FMNISTConfig, ["--config", str(path)])
+    assert cfg.width == 128 and cfg.epochs == 200 and cfg.t_max == 64
+
+
+def test_quick_profile_changes_only_what_it_says(capsys):
+    quick = run_py.parse_config(run_py.FMNISTConfig, ["--quick"])
+    full = run_py.parse_config(run_py.FMNISTConfig, [])
+    changed = {k for k, v in quick.to_dict().items() if full.to_dict()[k] != v}
+    assert changed == {"quick", *run_py.QUICK}
+    assert run_py.parse_config(run_py.FMNISTConfig, ["--quick", "--epochs", "1"]).epochs == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_on_cuda(tmp_path, amp):
+    record = run_py.main(["--device", "cuda", "--amp", amp, "--width", "16", "--train-samples", "512",
+                          "--test-samples", "256", "--epochs", "2", "--out-dir", str(tmp_path / amp)])
+    assert all(torch.isfinite(torch.tensor(v)) for k, v in record.items() if k != "epoch")
+    state = torch.load(tmp_path / amp / "checkpoint_latest.pth", weights_only=True)
+    assert bool(state["scaler"]) == (amp == "fp16")
+
+
 def test_help_exits_cleanly(capsys):
     with pytest.raises(SystemExit) as e:
         run_py.main(["--help"])

@@ -124,7 +124,7 @@ class _MultiStepLIF(torch.autograd.Function):
         h_seq = torch.empty_like(x, dtype=state_dtype) if needs_grad else None
         v_seq = torch.empty_like(x, dtype=state_dtype) if store_v_seq else None
         v = v0.detach().reshape(-1).to(dtype=state_dtype, copy=True)
-        tau = torch.tensor(params.tau, dtype=state_dtype)
+        tau = torch.tensor(params.tau, dtype=state_dtype, device=x.device)
 
         def body(start, stop, chunk):
             tmp = torch.empty(min(chunk, stop - start), dtype=state_dtype, device=x.device)
@@ -159,7 +159,7 @@ class _MultiStepLIF(torch.autograd.Function):
         grad_x = torch.empty_like(spikes)
         g = 1 / p.tau if p.decay_input else 1.0
         c = grad_v.detach().reshape(-1).to(h_seq.dtype).mul(g)
-        one = torch.ones((), dtype=h_seq.dtype)
+        one = torch.ones((), dtype=h_seq.dtype, device=h_seq.device)
         same_dtype = grad_x.dtype == h_seq.dtype
 
         def body(start, stop, chunk):

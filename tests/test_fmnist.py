@@ -102,6 +102,24 @@ def test_data_dir_in_torchvision_layout_matches_torchvision(tmp_path):
     assert label == int(theirs.targets[7])
 
 
+def test_no_data_anywhere_names_the_three_ways(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from pfa.data import fashion_mnist
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz")
+
+    monkeypatch.setattr(fashion_mnist, "DEBIAN_DIR", tmp_path / "debian")
+    monkeypatch.setattr(fashion_mnist, "DOWNLOAD_ROOT", tmp_path / "data")
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(UserError) as e:
+        load_fashion_mnist(None, train=True)
+    message = str(e.value)
+    assert "--data-dir DIR" in message and "apt-get install dataset-fashion-mnist" in message
+    assert "torchvision downloads them" in message and "\n" not in message
+
+
 def test_truncated_idx_file(tmp_path):
     for packed in DEBIAN_DIR.glob("*.gz"):
         shutil.copy(packed, tmp_path)

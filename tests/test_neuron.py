@@ -106,6 +106,18 @@ def test_inference_mode_and_no_grad_give_the_same_spikes():
         assert torch.equal(LIF()(x), expected)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_torch_backend_off_cpu_keeps_every_operand_on_the_input_device(dtype, config):
+    """The non-CPU path (one piece, no threads) runs on the meta device: no CPU tensor may meet the input's."""
+    x = torch.randn(4, 3, 5, device="meta", dtype=dtype, requires_grad=True)
+    lif = LIF(backend="torch", **config)
+    spikes = lif(x)
+    (spikes.float().sum() + lif.v.sum()).backward()
+    assert (spikes.dtype, lif.v.dtype, x.grad.dtype) == (dtype, torch.float32, dtype)
+    assert spikes.device == lif.v.device == x.grad.device == x.device
+
+
 def test_reset_net_restores_the_initial_state():
     x, grad = lif_input("cpu")
     lif = LIF(v_reset=-0.1)

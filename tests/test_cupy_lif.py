@@ -2,10 +2,14 @@
 
 import ctypes
 import ctypes.util
+import functools
 import glob
+import math
 import os
 import re
+import shutil
 import site
+import subprocess
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 from pfa import _cupy_lif
+from pfa._lif_torch import _MultiStepLIF
 from pfa.neuron import LIF, cupy_available
 
 
@@ -139,6 +144,103 @@ def test_launch_arguments_match_the_kernel_signatures(monkeypatch, dtype):
     forward_args = launches[0][1]
     assert forward_args[0] == x.data_ptr() and forward_args[4] == 0  # x, and no v_seq requested
     assert (forward_args[6], forward_args[7]) == (10, 3)  # numel, steps
+
+
+HOST_SHIM = r"""
+#include <cstring>
+#include <utility>
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+#define asm(...)  // the 16-bit float conversions (PTX) cannot run on the host; only Half uses them
+struct Dim3 { unsigned int x; };
+static Dim3 blockIdx, blockDim, threadIdx;
+static inline float __uint_as_float(unsigned int u) { float f; std::memcpy(&f, &u, 4); return f; }
+static inline unsigned int __float_as_uint(float f) { unsigned int u; std::memcpy(&u, &f, 4); return u; }
+"""
+
+HOST_LAUNCHER = r"""
+template <typename... P, std::size_t... I>
+static void call(void (*kernel)(P...), void** args, std::index_sequence<I...>) { kernel(*static_cast<P*>(args[I])...); }
+
+// Runs every thread of a 1-D launch in turn; args holds one pointer per kernel argument, as cuLaunchKernel takes them.
+template <typename... P>
+static void emulate(void (*kernel)(P...), unsigned int blocks, unsigned int threads, void** args) {
+    blockDim.x = threads;
+    for (blockIdx.x = 0; blockIdx.x < blocks; ++blockIdx.x)
+        for (threadIdx.x = 0; threadIdx.x < threads; ++threadIdx.x) call(kernel, args, std::index_sequence_for<P...>{});
+}
+#define EXPORT(name, S) extern "C" void name##_##S(unsigned b, unsigned t, void** a) { emulate(&name<S>, b, t, a); }
+EXPORT(lif_forward, float) EXPORT(lif_backward, float) EXPORT(lif_forward, double) EXPORT(lif_backward, double)
+EXPORT(lif_forward, BFloat16) EXPORT(lif_backward, BFloat16)
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """The CUDA source compiled for the host with a small shim, so that its arithmetic can run without a GPU."""
+    compiler = shutil.which("g++") or shutil.which("c++")
+    if compiler is None:
+        pytest.skip("no C++ compiler to build the host emulation of the CUDA kernels")
+    folder = tmp_path_factory.mktemp("host_kernels")
+    (folder / "lif.cpp").write_text(HOST_SHIM + _cupy_lif.CUDA_SOURCE + HOST_LAUNCHER)
+    command = [compiler, "-std=c++17", "-O1", "-ffp-contract=off", "-shared", "-fPIC", "-o", "lif.so", "lif.cpp"]
+    subprocess.run(command, cwd=folder, check=True, capture_output=True)
+    return ctypes.CDLL(str(folder / "lif.so"))
+
+
+def _launch_on_host(library, kernel, device, numel, *args):
+    if numel == 0:
+        return
+    slots = [ctypes.create_string_buffer(np.asarray(a).tobytes()) for a in args]
+    pointers = (ctypes.c_void_p * len(slots))(*[ctypes.addressof(slot) for slot in slots])
+    blocks = math.ceil(numel / _cupy_lif.THREADS)
+    exported = getattr(library, kernel.replace("<", "_").rstrip(">"))  # lif_forward<float> -> lif_forward_float
+    exported(ctypes.c_uint(blocks), ctypes.c_uint(_cupy_lif.THREADS), pointers)
+
+
+HOST_CONFIGS = [
+    {},
+    {"decay_input": False},
+    {"v_reset": None},
+    {"v_reset": -0.2, "detach_reset": False},
+    {"v_reset": None, "detach_reset": False, "decay_input": False},
+    {"surrogate": "rectangle", "width": 0.3},
+    {"tau": 4 / 3, "v_threshold": 0.2, "decay_input": False, "detach_reset": False, "surrogate": "rectangle",
+     "surrogate_center": 0.0},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("config", HOST_CONFIGS, ids=str)
+def test_kernels_run_on_the_host_agree_with_the_torch_backend(monkeypatch, host_kernels, dtype, config):
+    """The autograd wrapper and the kernels' arithmetic, with each launch emulated thread by thread on the CPU."""
+    monkeypatch.setattr(_cupy_lif, "_kernels", lambda storage, device: _cupy_lif.kernel_names(storage))
+    monkeypatch.setattr(_cupy_lif, "_launch", functools.partial(_launch_on_host, host_kernels))
+    torch.manual_seed(0)
+    x = (torch.randn(5, 3, 7, 31) * 0.8 + 0.4).to(dtype)  # 651 neurons: three blocks, the last one partly idle
+    grad = torch.randn(x.shape).to(dtype)
+    params = LIF(**config).params
+    state_dtype = torch.promote_types(dtype, torch.float32)
+    results = []
+    for function in (_MultiStepLIF, _cupy_lif.CupyMultiStepLIF):
+        x_in = x.clone().requires_grad_()
+        v0 = torch.zeros(x.shape[1:], dtype=state_dtype)
+        first, v, v_seq = function.apply(x_in, v0, params, True)
+        second, v, _ = function.apply(x_in.flip(0), v, params, False)
+        ((first.float() + second.float()) * grad.float()).sum().add(v.sum()).backward()
+        results.append((first, second, v, v_seq, x_in.grad))
+    (*spikes_ref, v_ref, v_seq_ref, g_ref), (*spikes, v, v_seq, g) = results
+    assert all(torch.equal(a, b) for a, b in zip(spikes, spikes_ref, strict=True)) and spikes[0].dtype == dtype
+    assert 0 < spikes[0].float().mean() < 1
+    torch.testing.assert_close(v, v_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(v_seq, v_seq_ref, rtol=1e-6, atol=1e-6)
+    atol = 2 * torch.finfo(dtype).eps * g_ref.float().abs().max().item()
+    torch.testing.assert_close(g.float(), g_ref.float(), rtol=max(torch.finfo(dtype).eps, 1e-6), atol=max(atol, 1e-7))
+    assert g.abs().sum() > 0
+    if dtype == torch.bfloat16:  # both round (nearly) the same float32 gradient to the nearest bfloat16
+        assert (g == g_ref).float().mean() > 0.99
 
 
 needs_cupy = pytest.mark.skipif(not cupy_available(), reason="needs CuPy and a CUDA device")

@@ -1,4 +1,5 @@
-"""The CuPy LIF backend: its CUDA source compiles with NVRTC (CPU only), and on a GPU it agrees with spikingjelly."""
+"""The CuPy LIF backend without a GPU (NVRTC compiles the source; the kernels run on the host through a small shim and
+agree with the torch backend) and on a GPU (against spikingjelly and the torch backend)."""
 
 import ctypes
 import ctypes.util

@@ -118,10 +118,11 @@ class LIF(base.MemoryModule):
 
     def extra_repr(self) -> str:
         p = self.params
-        surrogate = f"{p.surrogate}, alpha={p.alpha}" if p.surrogate == "atan" else f"{p.surrogate}, width={p.width}"
+        shape = f"alpha={p.alpha}" if p.surrogate == "atan" else f"width={p.width}, center={p.center}"
         return (
             f"tau={p.tau}, v_threshold={p.v_threshold}, v_reset={p.v_reset}, detach_reset={p.detach_reset}, "
-            f"decay_input={p.decay_input}, surrogate={surrogate}, backend={self.backend}, {super().extra_repr()}"
+            f"decay_input={p.decay_input}, surrogate={p.surrogate}, {shape}, backend={self.backend}, "
+            f"{super().extra_repr()}"
         )
 
     def reset(self):

@@ -157,7 +157,7 @@ def model_arguments(cfg: CifarConfig, data: Data) -> dict:
     if height != width or height % 16:
         raise UserError(f"the VGG needs square inputs with sides divisible by 16, but {cfg.dataset} frames are "
                         f"{height}x{width}; pool them with --pool 48, or use --arch resnet19")
-    return dict(image_size=height, input_pool=pool, static=data.images, **common)
+    return dict(image_size=None if pool else height, input_pool=pool, static=data.images, **common)
 
 
 def build_model(cfg: CifarConfig, data: Data) -> tuple[nn.Module, str]:

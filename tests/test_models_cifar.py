@@ -39,8 +39,8 @@ def vgg_backbone_params(in_channels, side, num_classes):
 @pytest.mark.parametrize(
     "kwargs, side, classes",
     [
-        (dict(num_classes=10, T=12, rank=8, image_size=48, input_pool=48), 48, 10),  # CIFAR10-DVS
-        (dict(num_classes=101, T=14, rank=8, image_size=48, input_pool=48), 48, 101),  # N-Caltech101
+        (dict(num_classes=10, T=12, rank=8, input_pool=48), 48, 10),  # CIFAR10-DVS
+        (dict(num_classes=101, T=14, rank=8, input_pool=48), 48, 101),  # N-Caltech101
         (dict(num_classes=11, T=20, rank=32, image_size=128), 128, 11),  # DVS128 Gesture
     ],
 )
@@ -76,7 +76,7 @@ def test_resnet_pfa_adds_one_module_per_stage(arch, channels):
 @pytest.mark.parametrize(
     "kwargs, shape",
     [
-        (dict(num_classes=10, image_size=48, input_pool=48), (2, 3, 2, 60, 60)),
+        (dict(num_classes=10, input_pool=48), (2, 3, 2, 60, 60)),
         (dict(num_classes=11, image_size=128), (1, 3, 2, 128, 128)),
         (dict(num_classes=100, in_channels=3, image_size=32, static=True), (2, 3, 32, 32)),
     ],
@@ -111,7 +111,7 @@ def test_attention_choice_builds_the_named_module():
 
 
 def test_attention_positions_are_configurable():
-    model = SpikingVGG(num_classes=10, T=4, image_size=48, input_pool=48, positions=(1, 3), width=1 / 8)
+    model = SpikingVGG(num_classes=10, T=4, input_pool=48, positions=(1, 3), width=1 / 8)
     assert [m.C for m in model.modules() if isinstance(m, PFA)] == [16, 64]
     resnet = SpikingResNet("resnet19", num_classes=10, T=4, positions=(0,), width=1 / 8)
     assert [m.C for m in resnet.modules() if isinstance(m, PFA)] == [16]
@@ -119,7 +119,7 @@ def test_attention_positions_are_configurable():
 
 def test_pfa_parameters_learn_inside_the_network():
     torch.manual_seed(0)
-    model = SpikingVGG(num_classes=10, T=2, image_size=48, input_pool=48, rank=2, width=1 / 16)
+    model = SpikingVGG(num_classes=10, T=2, input_pool=48, rank=2, width=1 / 16)
     run(model, (torch.rand(2, 2, 2, 48, 48) < 0.5).float()).sum().backward()
     for module in (m for m in model.modules() if isinstance(m, PFA)):
         assert all(p.grad is not None for p in module.parameters())
@@ -131,7 +131,8 @@ def test_pfa_parameters_learn_inside_the_network():
         (lambda: SpikingVGG(num_classes=10, T=4, image_size=40), "divisible by 16"),
         (lambda: SpikingVGG(num_classes=10, T=4, image_size=32, static=True, positions=(0, 1)), "positions"),
         (lambda: SpikingResNet("resnet50", num_classes=10, T=4), "resnet18"),
-        (lambda: SpikingVGG(num_classes=10, T=4, rank=0), "rank"),
+        (lambda: SpikingVGG(num_classes=10, T=4, input_pool=48, rank=0), "rank"),
+        (lambda: SpikingVGG(num_classes=10, T=4), "divisible by 16"),
     ],
 )
 def test_bad_model_arguments_raise_clear_errors(build, message):
@@ -140,6 +141,6 @@ def test_bad_model_arguments_raise_clear_errors(build, message):
 
 
 def test_wrong_input_layout_names_the_expected_shape():
-    model = SpikingVGG(num_classes=10, T=4, image_size=48, input_pool=48, width=1 / 16)
+    model = SpikingVGG(num_classes=10, T=4, input_pool=48, width=1 / 16)
     with pytest.raises(ValueError, match=r"\[N, T=4, C, H, W\]"):
         model(torch.zeros(2, 5, 2, 48, 48))

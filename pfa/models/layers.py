@@ -18,6 +18,11 @@ def spiking_neuron() -> nn.Module:
     return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=True)
 
 
+def scaled(channels: int, width: float) -> int:
+    """A channel count times the width multiplier, at least 1."""
+    return max(1, round(channels * width))
+
+
 def conv_bn(in_channels: int, out_channels: int, stride: int = 1, kernel_size: int = 3) -> nn.Module:
     """A bias-free convolution and its batch norm, applied to all T steps at once."""
     return layer.SeqToANNContainer(

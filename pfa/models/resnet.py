@@ -10,8 +10,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.models.layers import conv_bn, make_attention, spiking_neuron, to_time_first
-from pfa.models.vgg import scaled
+from pfa.models.layers import conv_bn, make_attention, scaled, spiking_neuron, to_time_first
 
 ARCHS = {
     # name: (stem channels, ((channels, blocks, stride), ...), hidden FC width or 0)

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.models.layers import conv_bn, make_attention, spiking_neuron, to_time_first
+from pfa.models.layers import conv_bn, make_attention, scaled, spiking_neuron, to_time_first
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
 
@@ -22,10 +22,6 @@ def attention_slots(static: bool = False) -> tuple[int, ...]:
     return (1, 2, 3, 4) if static else (0, 1, 2, 3, 4)
 
 
-def scaled(channels: int, width: float) -> int:
-    return max(1, round(channels * width))
-
-
 class SpikingVGG(nn.Module):
     """VGG of 3x3 conv + BN + LIF stages separated by 2x2 average pooling, each followed by an attention slot.
 
@@ -33,8 +29,9 @@ class SpikingVGG(nn.Module):
         num_classes: outputs of the final FC + LIF layer.
         T: time steps.
         in_channels: 2 for event frames (ON/OFF), 3 for RGB images.
-        image_size: side of the (square) input after `input_pool`; must be divisible by 16.
-        input_pool: if set, frames are first average-pooled to input_pool x input_pool (the reference's 48).
+        image_size: side of the square input; must be divisible by 16. Not needed with `input_pool`.
+        input_pool: if set, frames of any size are first average-pooled to input_pool x input_pool (the reference's
+            48), which then is the side the network sees.
         attention: "pfa", "ma" or "none" (see `pfa.models.layers.make_attention`).
         rank: PFA's rank R.
         positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.
@@ -47,7 +44,7 @@ class SpikingVGG(nn.Module):
         num_classes: int,
         T: int,
         in_channels: int = 2,
-        image_size: int = 48,
+        image_size: int | None = None,
         input_pool: int | None = None,
         attention: str = "pfa",
         rank: int = 8,
@@ -56,8 +53,10 @@ class SpikingVGG(nn.Module):
         static: bool = False,
     ):
         super().__init__()
-        if image_size % 16:
-            raise ValueError(f"SpikingVGG: image_size must be divisible by 16 (four 2x2 poolings), got {image_size}")
+        side = input_pool or image_size
+        if side is None or side % 16:
+            raise ValueError(f"SpikingVGG: the input side must be divisible by 16 (four 2x2 poolings), got "
+                             f"image_size={image_size}, input_pool={input_pool}")
         available = attention_slots(static)
         positions = available if positions is None else tuple(positions)
         if not set(positions) <= set(available):
@@ -66,7 +65,7 @@ class SpikingVGG(nn.Module):
         blocks: list[nn.Module] = []
         if input_pool is not None:
             blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
-        channels, side = in_channels, image_size
+        channels = in_channels
         for index, stage in enumerate(STAGES):
             if index > 0:
                 blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))

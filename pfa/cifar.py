@@ -44,7 +44,7 @@ DEFAULTS = {
 def per_dataset(name: str):
     """A field of TrainConfig whose default comes from DEFAULTS[dataset] instead."""
     metadata = TrainConfig.__dataclass_fields__[name].metadata
-    return arg(None, f"{metadata['help']} (default: per dataset)", metadata["choices"])
+    return arg(None, f"{metadata['help']} [default: per dataset]", metadata["choices"])
 
 
 @dataclass
@@ -53,14 +53,14 @@ class CifarConfig(TrainConfig):
 
     dataset: str | None = arg(None, "dataset; its name picks the defaults of the fields marked 'per dataset'",
                               choices=DATASETS)
-    arch: str | None = arg(None, "network: vgg (the paper's) or a spiking ResNet (default: per dataset)", choices=ARCHS)
+    arch: str | None = arg(None, "network: vgg (the paper's) or a spiking ResNet [default: per dataset]", choices=ARCHS)
     attention: str = arg("pfa", "attention module: pfa, ma (MA-SNN, spikingjelly's) or none", choices=ATTENTIONS)
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
-                                   "after pooling k (1-4); resnet 0 = after the stem, k = after stage k (default: all "
-                                   "but slot 0 for resnets and for images)")
-    T: int | None = arg(None, "time steps: frames per recording, or repeats of an image (default: per dataset)")
-    rank: int | None = arg(None, "PFA's rank R, the connecting factor (default: per dataset)")
-    pool: int | None = arg(None, "average-pool event frames to POOL x POOL first; 0 keeps them (default: per dataset)")
+                                   "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
+                                   "but slot 0 for resnets and for images]")
+    T: int | None = arg(None, "time steps: frames per recording, or repeats of an image [default: per dataset]")
+    rank: int | None = arg(None, "PFA's rank R, the connecting factor [default: per dataset]")
+    pool: int | None = arg(None, "average-pool event frames to POOL x POOL first; 0 keeps them [default: per dataset]")
     width: float = arg(1.0, "multiplies every channel count (1 = the paper's network; e.g. 0.25 for quick CPU runs)")
     augment: str = arg("reference", "training augmentation: reference (event frames: flip + one of rotate, shear, "
                        "cutout, roll; images: crop + flip) or none", choices=augment.POLICIES)

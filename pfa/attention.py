@@ -24,15 +24,8 @@ def _positive_int(name: str, value) -> int:
 @torch.autocast("cuda", enabled=False)
 @torch.autocast("cpu", enabled=False)
 def compose(u: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`, one product per time step.
-
-    Writing each step into its slice of A avoids the T-fold copy of s that a broadcast matmul makes.
-    """
-    u, s = u.to(dtype), s.to(dtype)
-    a = u.new_empty(*u.shape[:3], s.shape[-1])
-    for u_t, a_t in zip(u, a, strict=True):
-        torch.bmm(u_t, s, out=a_t)
-    return a
+    """AMC as one batched product: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`."""
+    return torch.matmul(u.to(dtype), s.to(dtype))
 
 
 @torch.autocast("cuda", enabled=False)
@@ -40,12 +33,8 @@ def compose(u: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> torch.Tenso
 def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes."""
     u_a, s_a = u.to(grad_a.dtype), s.to(grad_a.dtype)
-    grad_u = torch.empty_like(u_a)
-    grad_s = torch.zeros_like(s_a)
-    s_t = s_a.mT.contiguous()
-    for u_t, grad_a_t, grad_u_t in zip(u_a, grad_a, grad_u, strict=True):
-        torch.bmm(grad_a_t, s_t, out=grad_u_t)
-        grad_s.baddbmm_(u_t.mT, grad_a_t)
+    grad_u = torch.matmul(grad_a, s_a.mT)
+    grad_s = torch.matmul(u_a.mT, grad_a).sum(0)
     return grad_u.to(u.dtype), grad_s.to(s.dtype)
 
 

@@ -19,9 +19,17 @@ from pfa.data.samples import write_samples
 from pfa.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("cifar_main", REPO / "CIFAR" / "main.py")
-cifar_main = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(cifar_main)
+
+
+def load_script(relative: str):
+    """A script of the repository (not a package module) imported from its path."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+cifar_main = load_script("CIFAR/main.py")
 
 # A few samples through a 1/16-width network: the pipeline, not the accuracy, is under test.
 TINY = ["--T", 4, "--width", 0.0625, "--epochs", 1, "--batch-size", 4, "--workers", 0, "--device", "cpu",
@@ -195,3 +203,12 @@ def test_unknown_dataset_exits_non_zero_from_the_shell():
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "cifar10dvs" in result.stderr
+
+
+def test_step_benchmark_runs_every_variant(capsys):
+    bench = load_script("bench/bench_cifar_step.py")
+    tiny = ["--width", "0.0625", "--batch-size", "1", "--rounds", "1", "--warmup", "0", "--device", "cpu"]
+    results = bench.main(tiny)
+    assert set(results) == {"none", "pfa", "ma"} and all(r["images_per_s"] > 0 for r in results.values())
+    assert results["none"]["saved_mib"] < results["pfa"]["saved_mib"]  # PFA keeps its inputs' statistics for backward
+    assert capsys.readouterr().out.count("\n| ") == 4  # header + 3 variants

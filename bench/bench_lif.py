@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+from _measure import saved_beyond
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 from pfa.neuron import LIF, cupy_available
@@ -73,16 +74,7 @@ def memory_beyond_input(fn, x: torch.Tensor, grad: torch.Tensor) -> float:
         fn(x).backward(grad)
         torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - start) / input_bytes
-    sizes = []
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-            sizes.append(t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(x)
-    return sum(sizes) / input_bytes
+    return saved_beyond(fn, x) / input_bytes
 
 
 def candidates(device):

@@ -12,6 +12,7 @@ import statistics
 import time
 
 import torch
+from _measure import saved_beyond
 
 from pfa import PFA
 
@@ -50,19 +51,6 @@ def time_fwd_bwd(fn, inputs, grad, device) -> float:
     return time.perf_counter() - start
 
 
-def saved_beyond_input(module: PFA, x: torch.Tensor) -> float:
-    sizes = []
-
-    def pack(t):
-        if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-            sizes.append(t.numel() * t.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        module(x)
-    return sum(sizes) / (x.numel() * x.element_size())
-
-
 def bench_shape(shape, device, repeats):
     T, N, C, HW, R = shape
     torch.manual_seed(0)
@@ -86,7 +74,7 @@ def bench_shape(shape, device, repeats):
         "floor_ms": 1e3 * statistics.median(times["floor"]),
         "pfa_over_floor": ratio["pfa"],
         "loop_over_pfa": statistics.median(a / b for a, b in zip(times["loop"], times["pfa"], strict=True)),
-        "saved_x_input": saved_beyond_input(module, x),
+        "saved_x_input": saved_beyond(module, x) / (x.numel() * x.element_size()),
     }
 
 

@@ -26,13 +26,7 @@ def load_entry():
 main = load_entry()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine, two OpenMP threads per process run ~20x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def scalars(run_dir: Path, tag: str) -> list[float]:

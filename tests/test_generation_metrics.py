@@ -17,14 +17,7 @@ from pfa.generation.metrics import (
     frechet_distance,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine, two OpenMP threads per process run ~20x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_frechet_distance_matches_the_sqrtm_formula():

@@ -16,14 +16,7 @@ from pfa.generation.fsvae import (
 from pfa.generation.layers import postsynaptic_potential
 from pfa.generation.task import GenerationTask
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """On a shared 2-core machine, two OpenMP threads per process run ~20x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def trainable(model: torch.nn.Module) -> int:

@@ -20,7 +20,7 @@ from pfa.errors import UserError  # noqa: E402
 from pfa.models.fmnist import ATTENTIONS, FashionMNISTNet  # noqa: E402
 from pfa.visualize import save_attention_figures  # noqa: E402
 
-QUICK = {"width": 32, "epochs": 4, "batch_size": 64, "lr": 2e-3, "t_max": 4, "dropout": 0.3, "train_samples": 30000}
+QUICK = {"width": 32, "epochs": 3, "batch_size": 64, "lr": 2e-3, "t_max": 3, "dropout": 0.3}
 
 
 @dataclass
@@ -53,7 +53,7 @@ class FMNISTConfig(TrainConfig):
 
 
 def describe(cfg: FMNISTConfig) -> str:
-    return (f"FashionMNISTNet(T={cfg.time_steps}, width={cfg.width}, rank={cfg.rank}, attention={cfg.attention})")
+    return f"FashionMNISTNet(T={cfg.time_steps}, width={cfg.width}, rank={cfg.rank}, attention={cfg.attention})"
 
 
 @guarded

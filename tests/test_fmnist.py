@@ -4,6 +4,7 @@ import gzip
 import importlib.util
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -191,6 +192,15 @@ def test_quick_profile_changes_only_what_it_says(capsys):
     changed = {k for k, v in quick.to_dict().items() if full.to_dict()[k] != v}
     assert changed == {"quick", *run_py.QUICK}
     assert run_py.parse_config(run_py.FMNISTConfig, ["--quick", "--epochs", "1"]).epochs == 1
+
+
+@pytest.mark.slow
+def test_quick_profile_meets_its_promise(tmp_path):
+    """The README's main command: <= 10 minutes on 2 CPU cores, >= 88 % on all 10,000 test images."""
+    started = time.perf_counter()
+    record = run_py.main(["--quick", "--device", "cpu", "--out-dir", str(tmp_path / "quick")])
+    assert record["test_acc"] >= 0.88
+    assert time.perf_counter() - started <= 600
 
 
 @pytest.mark.gpu

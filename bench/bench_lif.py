@@ -11,12 +11,11 @@ Every ratio is the median over rounds of per-round ratios (each round runs every
     python bench/bench_lif.py [--device cuda] [--repeats 7]
 """
 
-import argparse
 import statistics
 import time
 
 import torch
-from _measure import saved_beyond
+from _measure import parse_bench_args, saved_beyond
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 from pfa.neuron import LIF, cupy_available
@@ -128,12 +127,7 @@ def bench_shape(shape, device, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads (torch)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_bench_args(__doc__)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"torch {torch.__version__} (CUDA {torch.version.cuda}), {name}, medians of {args.repeats} rounds")

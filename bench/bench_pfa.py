@@ -7,12 +7,11 @@ saved  = bytes PFA saves for backward beyond its input, in units of the input's 
     python bench/bench_pfa.py [--device cuda] [--repeats 7]
 """
 
-import argparse
 import statistics
 import time
 
 import torch
-from _measure import saved_beyond
+from _measure import parse_bench_args, saved_beyond
 
 from pfa import PFA
 
@@ -79,12 +78,7 @@ def bench_shape(shape, device, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads (torch)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_bench_args(__doc__)
     device = torch.device(args.device)
     print(f"torch {torch.__version__}, device {device}, threads {torch.get_num_threads()}, medians of {args.repeats}")
     print("| T, N, C, H=W, R | floor ms | PFA ÷ floor | loop ÷ PFA | saved beyond input (× input) |")

@@ -1,7 +1,7 @@
 """The "torch" LIF backend: one autograd.Function that runs all T steps, for any device.
 
-On CPU the neurons are processed in cache-sized chunks (all T steps of one chunk before the next), spread over the
-caller and a small thread pool: each per-step operation then works on data already in cache, which brings a chain of
+On CPU the neurons are processed in cache-sized chunks (all T steps of one chunk before the next), each operation
+split over ATen's threads: each per-step operation then works on data already in cache, which brings a chain of
 small elementwise operations close to the `relu(x * y)` floor. On other devices a chunk is the whole tensor.
 
 Backward needs only the charged potentials H [T, ...] (state dtype) and the spikes (the output), and recomputes the
@@ -11,9 +11,6 @@ surrogate gradient from H.
 from __future__ import annotations
 
 import math
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import torch
@@ -21,47 +18,14 @@ import torch
 if TYPE_CHECKING:
     from pfa.neuron import LIFParams
 
-CPU_CHUNK = 1 << 15  # neurons per chunk on CPU: at most ATen's grain size, so each op runs in one thread, in L2
-_pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+CPU_CHUNK = 1 << 16  # neurons per chunk and CPU thread: each per-step operation works in cache
 
 
-def _forget_pools_after_fork():
-    global _pools, _pools_lock
-    _pools, _pools_lock = {}, threading.Lock()  # a forked child (a DataLoader worker) inherits no pool threads
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_after_fork)
-
-
-def _thread_pool(workers: int) -> ThreadPoolExecutor:
-    with _pools_lock:
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pfa-lif")
-        return _pools[workers]
-
-
-def _run_spans(body, numel: int, device: torch.device):
-    """Calls body(start, stop, chunk) over [0, numel): one span per CPU thread (the caller runs the first), or in one
-    piece on other devices."""
-    if device.type != "cpu":
-        body(0, numel, max(numel, 1))
-        return
-    workers = min(torch.get_num_threads(), math.ceil(numel / CPU_CHUNK))
-    per_worker = max(1, math.ceil(math.ceil(numel / CPU_CHUNK) / max(workers, 1))) * CPU_CHUNK
-    spans = [(start, min(start + per_worker, numel)) for start in range(0, numel, per_worker)]
-    inference = torch.is_inference_mode_enabled()
-
-    def run(start, stop):  # grad and inference modes are thread-local: carry the caller's over
-        with torch.no_grad(), torch.inference_mode(inference):
-            body(start, stop, CPU_CHUNK)
-
-    futures = [_thread_pool(workers - 1).submit(run, *span) for span in spans[1:]]
-    for span in spans[:1]:
-        run(*span)
-    for future in futures:
-        future.result()
+def _run_in_chunks(body, numel: int, device: torch.device):
+    """Calls body(0, numel, chunk): cache-sized chunks on CPU, whose operations ATen still splits over its threads
+    (faster than a Python thread pool, which serialises on the GIL); the whole tensor in one piece elsewhere."""
+    chunk = CPU_CHUNK * torch.get_num_threads() if device.type == "cpu" else max(numel, 1)
+    body(0, numel, chunk)
 
 
 def _charge(x_t, v, h, tmp, tau, p: LIFParams):
@@ -139,7 +103,7 @@ class _MultiStepLIF(torch.autograd.Function):
                     if v_seq is not None:
                         v_seq[t, a:b].copy_(v_c)
 
-        _run_spans(body, numel, x.device)
+        _run_in_chunks(body, numel, x.device)
         ctx.params = params
         ctx.x_shape = x_seq.shape
         if needs_grad:
@@ -179,5 +143,5 @@ class _MultiStepLIF(torch.autograd.Function):
                     if not same_dtype:
                         gx_t.copy_(out)
 
-        _run_spans(body, numel, h_seq.device)
+        _run_in_chunks(body, numel, h_seq.device)
         return grad_x.view(ctx.x_shape), c.div_(g).view(grad_v.shape), None, None

@@ -4,8 +4,8 @@ LPST projects a spike tensor X [T, N, C, H, W] onto rank-R temporal, channel and
 into a full attention map A[t, n, c, h, w] = sum_r lambda_r * Tf[n, r, t] * Cf[n, r, c] * S[n, r, h, w]; the output is
 relu(A * X) ("mul") or relu(A + X) ("add").
 
-A is never kept for backward: `_ProjectedFullAttention` recomputes it from the small factors, so the module's saved
-state beyond its input is a few tensors of size T*N*C*R and N*R*H*W.
+A is never kept for backward: `_ProjectedFullAttention` recomputes it from the two means of X it saves ([T, N, H, W]
+and [T, N, C]), so the module's saved state beyond its input is a small fraction of the input's size.
 """
 
 import torch
@@ -120,22 +120,26 @@ class PFA(nn.Module):
         weights = torch.softmax(self.rank_logits, 0)
         return weights * self.rank if self.fusion == "add" else weights
 
-    def project(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """LPST: channel_mean [T, N, H, W], pooled [T, N, C] -> u = lambda*Tf*Cf [T, N, C, R], S [N, R, H*W]."""
-        spatial = torch.sigmoid(self.spatial(channel_mean.transpose(0, 1).contiguous())).flatten(2)
+    def lpst(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """LPST: channel_mean [T,N,H,W], pooled [T,N,C] -> Tf [T, N, R], Cf [N, C, R], S [N, R, H, W], sigmoids."""
         temporal = torch.sigmoid(self.temporal(pooled))
         channel = torch.sigmoid(self.channel(pooled.permute(1, 2, 0)))
+        spatial = torch.sigmoid(self.spatial(channel_mean.transpose(0, 1).contiguous()))
+        return temporal, channel, spatial
+
+    def project(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The factors ready for AMC: u = lambda*Tf*Cf [T, N, C, R] and S [N, R, H*W]."""
+        temporal, channel, spatial = self.lpst(channel_mean, pooled)
         u = temporal.unsqueeze(2) * (channel * self.rank_weights()).unsqueeze(0)
-        return u, spatial
+        return u, spatial.flatten(2)
 
     def factors(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The learned factors for `x`, for inspection: temporal [N, R, T], channel [N, R, C], spatial [N, R, H, W]."""
         x = self._time_first(x)
-        pooled = x.mean((3, 4))
-        spatial = torch.sigmoid(self.spatial(x.mean(2).transpose(0, 1)))
+        temporal, channel, spatial = self.lpst(x.mean(2), x.mean((3, 4)))
         return {
-            "temporal": torch.sigmoid(self.temporal(pooled)).permute(1, 2, 0),
-            "channel": torch.sigmoid(self.channel(pooled.permute(1, 2, 0))).mT,
+            "temporal": temporal.permute(1, 2, 0),
+            "channel": channel.mT,
             "spatial": spatial,
             "weights": self.rank_weights(),
         }

@@ -15,8 +15,9 @@ import statistics
 import time
 
 import torch
+from _baselines import spikingjelly_lif
 from _measure import parse_bench_args, saved_beyond
-from spikingjelly.activation_based import functional, neuron, surrogate
+from spikingjelly.activation_based import functional
 
 from pfa.neuron import LIF, cupy_available
 
@@ -34,10 +35,6 @@ def stateful(module):
         return module(x)
 
     return run
-
-
-def spikingjelly_lif():
-    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
 
 
 def select_spikingjelly_cuda(name: str) -> str:

@@ -11,28 +11,12 @@ import statistics
 import time
 
 import torch
+from _baselines import LoopPFA
 from _measure import parse_bench_args, saved_beyond
 
 from pfa import PFA
 
 SHAPES = [(12, 16, 128, 24, 8), (12, 16, 256, 12, 8), (10, 16, 128, 24, 64), (4, 64, 128, 14, 4)]
-
-
-def per_rank_loop(module: PFA, x: torch.Tensor) -> torch.Tensor:
-    """The reference's AMC: a Python loop over the rank, each term a full-size tensor."""
-    T, N, C, H, W = x.shape
-    x_n = x.transpose(0, 1)
-    spatial = torch.sigmoid(module.spatial(x_n.mean(2))).flatten(2)
-    pooled = x_n.mean((3, 4))
-    temporal = torch.sigmoid(module.temporal(pooled))
-    channel = torch.sigmoid(module.channel(pooled.transpose(1, 2)))
-    weights = torch.softmax(module.rank_logits, 0)
-    attention = torch.zeros(N, T, C, H * W, device=x.device, dtype=x.dtype)
-    for r in range(module.rank):
-        attention = attention + weights[r] * (
-            temporal[:, :, r, None, None] * channel[:, None, :, r, None] * spatial[:, r, None, None, :]
-        )
-    return torch.relu(attention.view(N, T, C, H, W).transpose(0, 1) * x)
 
 
 def floor(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -54,13 +38,15 @@ def bench_shape(shape, device, repeats):
     T, N, C, HW, R = shape
     torch.manual_seed(0)
     module = PFA(T, C, R).to(device)
+    loop = LoopPFA(T, C, R, fusion="mul").to(device)
+    loop.load_state_dict(module.state_dict(), strict=False)  # the same weights; lambda stays 1/R as at initialisation
     x = (torch.rand(T, N, C, HW, HW, device=device) < 0.2).float().requires_grad_()
     y = torch.rand_like(x).requires_grad_()
     grad = torch.randn_like(x)
     candidates = {
         "floor": (floor, (x, y)),
         "pfa": (module, (x,)),
-        "loop": (lambda t: per_rank_loop(module, t), (x,)),
+        "loop": (loop, (x,)),
     }
     for fn, inputs in candidates.values():
         time_fwd_bwd(fn, inputs, grad, device)

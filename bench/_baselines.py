@@ -1,0 +1,40 @@
+"""The reference's building blocks that the benchmarks measure ours against."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from spikingjelly.activation_based import neuron, surrogate
+
+
+class LoopPFA(nn.Module):
+    """PFA computed as the reference does: a Python loop over the rank, each term a full [N, T, C, H, W] tensor.
+
+    Same parameters as pfa.PFA; the rank weights stay 1/R ("mul") or 1 ("add", the reference's unweighted sum).
+    """
+
+    def __init__(self, T: int, C: int, rank: int, fusion: str = "add"):
+        super().__init__()
+        self.rank, self.fusion = rank, fusion
+        self.spatial = nn.Conv2d(T, rank, 3, padding=1)
+        self.temporal = nn.Linear(C, rank)
+        self.channel = nn.Linear(T, rank)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.transpose(0, 1)  # [N, T, C, H, W]
+        n, t, c, h, w = x.shape
+        spatial = torch.sigmoid(self.spatial(x.mean(2))).flatten(2).permute(1, 0, 2)  # [R, N, H*W]
+        pooled = x.mean((3, 4))  # [N, T, C]
+        temporal = torch.sigmoid(self.temporal(pooled)).permute(2, 0, 1)  # [R, N, T]
+        channel = torch.sigmoid(self.channel(pooled.transpose(1, 2))).permute(2, 0, 1)  # [R, N, C]
+        weight = 1.0 if self.fusion == "add" else 1.0 / self.rank
+        attention = torch.zeros_like(x)
+        for r in range(self.rank):
+            space_time = torch.bmm(spatial[r].unsqueeze(2), temporal[r].unsqueeze(1))  # [N, H*W, T]
+            term = torch.bmm(space_time.reshape(n, -1, 1), channel[r].unsqueeze(1))  # [N, H*W*T, C]
+            attention = attention + weight * term.view(n, h, w, t, c).permute(0, 3, 4, 1, 2)
+        y = attention + x if self.fusion == "add" else attention * x
+        return F.relu(y).transpose(0, 1)
+
+
+def spikingjelly_lif() -> nn.Module:
+    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")

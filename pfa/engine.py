@@ -114,6 +114,7 @@ class Run:
         if cfg.out_dir is None:
             cfg.out_dir = str(Path("runs") / name / time.strftime("%Y%m%d-%H%M%S"))
         self.dir = Path(cfg.out_dir)
+        self._prepared = False
         seed_everything(cfg.seed)
 
     @property
@@ -121,7 +122,9 @@ class Run:
         return self.process.is_main
 
     def prepare_dir(self) -> None:
-        """Create the run directory and save config.yaml; refuses to overwrite another run's results."""
+        """Create the run directory and save config.yaml, once; refuses to overwrite another run's results."""
+        if self._prepared:
+            return
         taken = [n for n in ("checkpoint_latest.pth", "metrics.json") if (self.dir / n).exists()]
         resume = self.cfg.resume
         continuing = resume and not self.cfg.eval_only and Path(resume).resolve().parent == self.dir.resolve()
@@ -132,6 +135,7 @@ class Run:
             self.dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.dir / "config.yaml")
             print(f"run directory: {self.dir}", flush=True)
+        self._prepared = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision as configured, on CUDA only."""

@@ -12,7 +12,6 @@ Definitions
   (`attention_ops_per_sample`).
 """
 
-import json
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import base, functional, layer
 
 from pfa.attention import PFA
+from pfa.runlog import write_json
 
 ATTENTION_TYPES = (PFA, layer.MultiDimensionalAttention)
 SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
@@ -151,4 +151,4 @@ def format_report(report: dict) -> str:
 
 
 def save_report(report: dict, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(report, indent=2))
+    write_json(Path(path), report)

@@ -36,6 +36,7 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 from tqdm import tqdm
 
 from pfa.errors import UserError
+from pfa.runlog import write_json
 
 LOCK_NAME = ".pfa-build.lock"
 LOCK_POLL_S = 1.0
@@ -403,10 +404,7 @@ def split_per_class(files_by_class: dict[str, list[str]], test_fraction: float =
 
 def save_split(split: dict, path) -> None:
     """Write ``split`` as JSON atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(split, indent=1))
-    os.replace(tmp, path)
+    write_json(Path(path), split)
 
 
 def load_split(path) -> dict:

@@ -21,11 +21,10 @@ if TYPE_CHECKING:
 CPU_CHUNK = 1 << 16  # neurons per chunk and CPU thread: each per-step operation works in cache
 
 
-def _run_in_chunks(body, numel: int, device: torch.device):
-    """Calls body(0, numel, chunk): cache-sized chunks on CPU, whose operations ATen still splits over its threads
-    (faster than a Python thread pool, which serialises on the GIL); the whole tensor in one piece elsewhere."""
-    chunk = CPU_CHUNK * torch.get_num_threads() if device.type == "cpu" else max(numel, 1)
-    body(0, numel, chunk)
+def _chunk_size(numel: int, device: torch.device) -> int:
+    """Neurons per chunk: cache-sized on CPU, whose operations ATen still splits over its threads (faster than a Python
+    thread pool, which serialises on the GIL); the whole tensor in one piece elsewhere."""
+    return CPU_CHUNK * torch.get_num_threads() if device.type == "cpu" else max(numel, 1)
 
 
 def _charge(x_t, v, h, tmp, tau, p: LIFParams):
@@ -89,21 +88,19 @@ class _MultiStepLIF(torch.autograd.Function):
         v_seq = torch.empty_like(x, dtype=state_dtype) if store_v_seq else None
         v = v0.detach().reshape(-1).to(dtype=state_dtype, copy=True)
         tau = torch.tensor(params.tau, dtype=state_dtype, device=x.device)
+        chunk = _chunk_size(numel, x.device)
+        tmp = torch.empty(min(chunk, numel), dtype=state_dtype, device=x.device)
+        scratch = None if needs_grad else torch.empty_like(tmp)
+        for a in range(0, numel, chunk):
+            b = min(a + chunk, numel)
+            v_c, tmp_c = v[a:b], tmp[: b - a]
+            hs = h_seq[:, a:b].unbind() if needs_grad else [scratch[: b - a]] * len(x)
+            for t, (x_t, s_t, h) in enumerate(zip(x[:, a:b].unbind(), spikes[:, a:b].unbind(), hs, strict=True)):
+                _charge(x_t, v_c, h, tmp_c, tau, params)
+                _fire_and_reset(h, s_t, v_c, params)
+                if v_seq is not None:
+                    v_seq[t, a:b].copy_(v_c)
 
-        def body(start, stop, chunk):
-            tmp = torch.empty(min(chunk, stop - start), dtype=state_dtype, device=x.device)
-            scratch = None if needs_grad else torch.empty_like(tmp)
-            for a in range(start, stop, chunk):
-                b = min(a + chunk, stop)
-                v_c, tmp_c = v[a:b], tmp[: b - a]
-                hs = h_seq[:, a:b].unbind() if needs_grad else [scratch[: b - a]] * len(x)
-                for t, (x_t, s_t, h) in enumerate(zip(x[:, a:b].unbind(), spikes[:, a:b].unbind(), hs, strict=True)):
-                    _charge(x_t, v_c, h, tmp_c, tau, params)
-                    _fire_and_reset(h, s_t, v_c, params)
-                    if v_seq is not None:
-                        v_seq[t, a:b].copy_(v_c)
-
-        _run_in_chunks(body, numel, x.device)
         ctx.params = params
         ctx.x_shape = x_seq.shape
         if needs_grad:
@@ -126,22 +123,21 @@ class _MultiStepLIF(torch.autograd.Function):
         one = torch.ones((), dtype=h_seq.dtype, device=h_seq.device)
         same_dtype = grad_x.dtype == h_seq.dtype
 
-        def body(start, stop, chunk):
-            f = torch.empty(min(chunk, stop - start), dtype=h_seq.dtype, device=h_seq.device)
-            tmp, gh = torch.empty_like(f), torch.empty_like(f)
-            for a in range(start, stop, chunk):
-                b = min(a + chunk, stop)
-                c_c, f_c, tmp_c = c[a:b], f[: b - a], tmp[: b - a]
-                gh_c = None if same_dtype else gh[: b - a]
-                steps = zip(*(seq[:, a:b].unbind() for seq in (h_seq, spikes, gs, grad_x)), strict=True)
-                for h, s_t, gs_t, gx_t in reversed(list(steps)):
-                    scale, combine = _surrogate_factor(h, f_c, one, p)
-                    _through_reset(c_c, h, s_t, f_c, scale, combine, tmp_c, p)
-                    out = gx_t if same_dtype else gh_c
-                    combine(c_c, gs_t, f_c, value=scale * g, out=out)
-                    torch.mul(out, 1 - 1 / p.tau, out=c_c)
-                    if not same_dtype:
-                        gx_t.copy_(out)
+        chunk = _chunk_size(numel, h_seq.device)
+        f = torch.empty(min(chunk, numel), dtype=h_seq.dtype, device=h_seq.device)
+        tmp, gh = torch.empty_like(f), torch.empty_like(f)
+        for a in range(0, numel, chunk):
+            b = min(a + chunk, numel)
+            c_c, f_c, tmp_c = c[a:b], f[: b - a], tmp[: b - a]
+            gh_c = None if same_dtype else gh[: b - a]
+            steps = zip(*(seq[:, a:b].unbind() for seq in (h_seq, spikes, gs, grad_x)), strict=True)
+            for h, s_t, gs_t, gx_t in reversed(list(steps)):
+                scale, combine = _surrogate_factor(h, f_c, one, p)
+                _through_reset(c_c, h, s_t, f_c, scale, combine, tmp_c, p)
+                out = gx_t if same_dtype else gh_c
+                combine(c_c, gs_t, f_c, value=scale * g, out=out)
+                torch.mul(out, 1 - 1 / p.tau, out=c_c)
+                if not same_dtype:
+                    gx_t.copy_(out)
 
-        _run_in_chunks(body, numel, h_seq.device)
         return grad_x.view(ctx.x_shape), c.div_(g).view(grad_v.shape), None, None

@@ -30,11 +30,7 @@ from _baselines import LoopPFA, spikingjelly_lif  # noqa: E402
 
 from pfa.losses import mse_rate_loss  # noqa: E402
 from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
-from pfa.neuron import LIF  # noqa: E402
-
-
-def our_lif() -> nn.Module:
-    return LIF(tau=2.0, detach_reset=True, surrogate="atan")
+from pfa.models.layers import spiking_neuron  # noqa: E402
 
 
 @dataclass
@@ -49,7 +45,7 @@ CONFIGS = {
     "fmnist": BenchConfig(lambda lif, pfa: FashionMNISTNet(4, 128, 4, "pfa", 0.7, lif, pfa), (1, 28, 28), 10, 64),
     "fmnist-quick": BenchConfig(lambda lif, pfa: FashionMNISTNet(4, 32, 4, "pfa", 0.3, lif, pfa), (1, 28, 28), 10, 64),
 }
-VARIANTS = {"ours": (our_lif, None), "baseline": (spikingjelly_lif, LoopPFA)}
+VARIANTS = {"ours": (spiking_neuron, None), "baseline": (spikingjelly_lif, LoopPFA)}
 
 
 def synchronize(device: torch.device) -> None:

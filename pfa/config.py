@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from pfa.errors import UserError
+from pfa.losses import LOSSES
 
 
 def arg(default: Any, help: str, choices: tuple | None = None, default_factory=None):
@@ -63,7 +64,7 @@ class TrainConfig:
     step_size: int = arg(32, "step schedule: epochs between decays")
     gamma: float = arg(0.1, "step schedule: decay factor")
     loss: str = arg("mse", "mse: firing rate vs one-hot; ce: cross-entropy of the rate; tet: per-step CE (TET)",
-                    choices=("mse", "ce", "tet"))
+                    choices=LOSSES)
     tet_lambda: float = arg(0.0, "TET: weight of the MSE regulariser pulling every step's output towards 1")
     amp: str = arg("none", "mixed precision on CUDA (ignored on CPU)", choices=("none", "bf16", "fp16"))
     workers: int = arg(2, "data-loading worker processes")

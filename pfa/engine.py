@@ -308,7 +308,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
     if cfg.eval_only:
         run.prepare_dir()
         test = evaluate(run, net, task, test_loader)
-        record = {"epoch": checkpoint["epoch"], **{f"test_{k}": v for k, v in test.items()}}
+        record = task.record(checkpoint["epoch"], {}, test)
         log = RunLog(run.dir, run.is_main)
         log.epoch(record)
         log.close()

@@ -14,13 +14,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attention import PFA
-from pfa.neuron import LIF
+from pfa.models.layers import spiking_neuron, to_time_first
 
 ATTENTIONS = ("pfa", "none")
-
-
-def default_neuron() -> nn.Module:
-    return LIF(tau=2.0, v_threshold=1.0, v_reset=0.0, detach_reset=True, surrogate="atan")
 
 
 class FashionMNISTNet(nn.Module):
@@ -32,7 +28,7 @@ class FashionMNISTNet(nn.Module):
     """
 
     def __init__(self, T: int = 4, width: int = 128, rank: int = 4, attention: str = "pfa", dropout: float = 0.7,
-                 neuron: Callable[[], nn.Module] = default_neuron, make_pfa: Callable[..., nn.Module] | None = None):
+                 neuron: Callable[[], nn.Module] = spiking_neuron, make_pfa: Callable[..., nn.Module] | None = None):
         super().__init__()
         if attention not in ATTENTIONS:
             raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
@@ -60,9 +56,4 @@ class FashionMNISTNet(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 1, 28, 28] -> output spikes [T, N, 10]."""
         x = self.static_conv(images)
-        return self.classifier(self.features(x.unsqueeze(0).expand(self.T, *x.shape)))
-
-    @property
-    def attention(self) -> nn.Module:
-        """The attention module (PFA, or Identity in the baseline)."""
-        return self.features[2]
+        return self.classifier(self.features(to_time_first(x, self.T)))

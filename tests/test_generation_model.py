@@ -152,3 +152,25 @@ def test_ann_vae_shapes_and_large_variant():
     recon, losses = model(images)
     assert recon.shape == images.shape and set(losses) == {"loss", "recon_loss", "distance_loss"}
     assert model.eval().sample(2).shape == (2, 3, 64, 64)
+
+
+def test_eval_sampling_in_one_pass_equals_rerunning_every_prefix():
+    torch.manual_seed(0)
+    prior = Prior(16, 20)
+    with torch.no_grad():
+        for module in prior.modules():
+            if isinstance(module, torch.nn.Linear):
+                module.weight.mul_(4)
+                module.bias.add_(0.3)
+    for _ in range(3):
+        prior.spikes(torch.rand(5, 8, 16).round())  # non-trivial running statistics
+    prior.eval()
+    torch.manual_seed(1)
+    one_pass = prior.sample(8, 16)
+    torch.manual_seed(1)
+    z_before = torch.zeros(1, 8, 16)
+    with torch.no_grad():
+        for _ in range(16):
+            z_before = torch.cat([z_before, pick_one_of_k(prior.spikes(z_before)[-1])[None]])
+    assert 0.1 < one_pass.mean() < 0.9
+    assert torch.equal(one_pass, z_before[1:])

@@ -9,7 +9,7 @@ of its k spikes. The decoder turns z into the membrane potential of a non-firing
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from spikingjelly.activation_based import layer
+from spikingjelly.activation_based import functional, layer
 
 from pfa.attention import PFA
 from pfa.generation.layers import MembraneOutput, postsynaptic_potential, run_fresh, spiking_block
@@ -97,11 +97,21 @@ class Prior(BernoulliLatent):
 
     @torch.no_grad()
     def sample(self, n: int, steps: int, device=None) -> torch.Tensor:
-        """Run the prior for `steps` steps from z_0 = 0: z [steps, n, L]."""
+        """Run the prior for `steps` steps from z_0 = 0: z [steps, n, L].
+
+        In eval mode (batch norm on running statistics) re-running every growing prefix from rest gives the same spikes
+        as one stateful pass, so each step feeds only the newest z: T steps of work instead of T(T+1)/2.
+        """
         z_before = torch.zeros(1, n, self.latent_dim, device=device)
+        if self.training:
+            for _ in range(steps):
+                z_before = torch.cat([z_before, pick_one_of_k(self.spikes(z_before)[-1])[None]])
+            return z_before[1:]
+        functional.reset_net(self.layers)
+        z = [z_before]
         for _ in range(steps):
-            z_before = torch.cat([z_before, pick_one_of_k(self.spikes(z_before)[-1])[None]])
-        return z_before[1:]
+            z.append(pick_one_of_k(self.layers(z[-1]).unflatten(-1, (self.latent_dim, self.k))))
+        return torch.cat(z[1:])
 
 
 def mmd_loss(q: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
@@ -132,7 +142,6 @@ class FSVAE(nn.Module):
         scheduled: whether the prior uses scheduled sampling while training (probability set by `set_epoch`).
     """
 
-    weight_bound = WEIGHT_BOUND
 
     def __init__(
         self,
@@ -182,6 +191,12 @@ class FSVAE(nn.Module):
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Scheduled-sampling probability for this epoch (used only when `scheduled`)."""
         self.scheduled_p = scheduled_sampling_probability(epoch, epochs) if self.scheduled else 0.0
+
+    @torch.no_grad()
+    def clip_weights(self) -> None:
+        """FSVAE's weight clipping to [-4, 4], after every optimiser step."""
+        for p in self.parameters():
+            p.clamp_(-WEIGHT_BOUND, WEIGHT_BOUND)
 
     def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images [N, C, H, W] -> posterior sample z [T, N, L], q spikes and p spikes [T, N, L, k]."""

@@ -51,10 +51,9 @@ class TdBatchNorm(nn.BatchNorm1d):
         merged = x.flatten(0, 1)
         if self.training:
             self.num_batches_tracked.add_(1)
-        y = F.batch_norm(merged, self.running_mean, self.running_var, training=self.training, momentum=self.momentum,
-                         eps=self.eps)
-        shape = (1, -1) + (1,) * (merged.dim() - 2)
-        y = y * (self.alpha * self.v_threshold) * self.weight.view(shape) + self.bias.view(shape)
+        weight = self.weight * (self.alpha * self.v_threshold)  # folded per call: the parameter stays FSVAE's
+        y = F.batch_norm(merged, self.running_mean, self.running_var, weight, self.bias, training=self.training,
+                         momentum=self.momentum, eps=self.eps)
         return y.view_as(x)
 
 

@@ -33,9 +33,7 @@ def train_step(model: FSVAE, optimizer, images: torch.Tensor, seed: int) -> tupl
     optimizer.zero_grad(set_to_none=True)
     losses["loss"].backward()
     optimizer.step()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.clamp_(-model.weight_bound, model.weight_bound)
+    model.clip_weights()
     if cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - start, torch.cuda.max_memory_allocated() if cuda else 0

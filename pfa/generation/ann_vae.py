@@ -56,8 +56,6 @@ class AnnVAE(nn.Module):
     The FSVAE authors' baseline weights the KL term by 1 / (batches per epoch); the training task passes that.
     """
 
-    weight_bound = None
-
     def __init__(self, in_channels: int = 1, latent_dim: int = 128, hidden_dims=(32, 64, 128, 256), kld_weight=1e-3):
         super().__init__()
         self.latent_dim, self.kld_weight = latent_dim, kld_weight
@@ -69,6 +67,9 @@ class AnnVAE(nn.Module):
 
     def set_epoch(self, epoch: int, epochs: int) -> None:
         """Nothing depends on the epoch here; present so both model families train through one task."""
+
+    def clip_weights(self) -> None:
+        """No clipping for the ANN baseline; present so both model families train through one task."""
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Images -> (reconstruction, {"loss", "recon_loss", "distance_loss"}); the distance is the KL term."""

@@ -178,7 +178,7 @@ class SampleMetrics:
 
 class GenerationTask(Task):
     """Batches of (images, labels); the model returns (reconstruction, {"loss", "recon_loss", "distance_loss"}),
-    has `sample(n)`, `set_epoch(epoch, epochs)` and `weight_bound` (clip every weight to +-bound after each step)."""
+    has `sample(n)`, `set_epoch(epoch, epochs)` and `clip_weights()` (called after each step)."""
 
     monitor = "test_loss"
     maximize = False
@@ -202,10 +202,7 @@ class GenerationTask(Task):
         return StepResult(losses["loss"], losses, len(images))
 
     def after_optimizer_step(self, model: nn.Module) -> None:
-        if model.weight_bound is not None:
-            with torch.no_grad():
-                for p in model.parameters():
-                    p.clamp_(-model.weight_bound, model.weight_bound)
+        model.clip_weights()
 
     def on_epoch_start(self, epoch: int) -> None:
         self.model.set_epoch(epoch, self.cfg.epochs)

@@ -10,7 +10,7 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
 from pfa.cifar import CifarConfig, build_model, load_data, write_report  # noqa: E402
 from pfa.cli import guarded  # noqa: E402

@@ -10,14 +10,15 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without installing
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
+from pfa.attentions import attention_kinds  # noqa: E402
 from pfa.cli import guarded  # noqa: E402
 from pfa.config import TrainConfig, arg, parse_config  # noqa: E402
 from pfa.data.fashion_mnist import CLASSES, load_fashion_mnist  # noqa: E402
 from pfa.engine import ClassificationTask, Run, fit  # noqa: E402
 from pfa.errors import UserError  # noqa: E402
-from pfa.models.fmnist import ATTENTIONS, FashionMNISTNet  # noqa: E402
+from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
 from pfa.visualize import save_attention_figures  # noqa: E402
 
 QUICK = {"width": 32, "epochs": 3, "batch_size": 64, "lr": 2e-3, "t_max": 3, "dropout": 0.3}
@@ -32,7 +33,7 @@ class FMNISTConfig(TrainConfig):
     time_steps: int = arg(4, "simulation time steps T")
     rank: int = arg(4, "PFA's rank R (connecting factor)")
     width: int = arg(128, "channels of both convolutions (the reference: 128)")
-    attention: str = arg("pfa", "attention after the second convolution", choices=ATTENTIONS)
+    attention: str = arg("pfa", "attention after the second convolution", choices=attention_kinds())
     dropout: float = arg(0.7, "dropout probability before each fully connected layer")
     save_attention: int = arg(0, "after training, write PNGs of PFA's factors and maps for this many test images")
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
@@ -48,8 +49,8 @@ class FMNISTConfig(TrainConfig):
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.save_attention < 0:
             raise UserError(f"--save-attention must be 0 or more images, got {self.save_attention}")
-        if self.save_attention and self.attention == "none":
-            raise UserError("--save-attention draws PFA's maps, but --attention is none; use --attention pfa")
+        if self.save_attention and self.attention != "pfa":
+            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; use --attention pfa")
 
 
 def describe(cfg: FMNISTConfig) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from spikingjelly.activation_based import functional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from pfa.cifar import IMAGE_DATASETS, CifarConfig, Data, build_model  # noqa: E402
 from pfa.config import parse_config  # noqa: E402

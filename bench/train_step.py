@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 
-sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parent)]
 
 from _baselines import LoopPFA, spikingjelly_lif  # noqa: E402
 

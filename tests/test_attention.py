@@ -17,7 +17,7 @@ def reference_pfa(module: PFA, x: torch.Tensor) -> torch.Tensor:
     weights = torch.softmax(module.rank_logits, 0)
     attention = torch.zeros(N, T, C, H, W, dtype=x.dtype)
     for r in range(module.rank):
-        weight = weights[r] if module.fusion == "mul" else 1.0
+        weight = weights[r] * (module.rank if module.weights == "sum" else 1)
         outer = temporal[:, r, :, None, None] * channel[:, r, None, :, None] * spatial[:, r, None, None, :]
         attention += weight * outer.reshape(N, T, C, H, W)
     attention = attention.permute(1, 0, 2, 3, 4)
@@ -25,12 +25,24 @@ def reference_pfa(module: PFA, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("fusion", ["mul", "add"])
+@pytest.mark.parametrize("weights", ["softmax", "sum"])
 @pytest.mark.parametrize("hw", [(1, 1), (5, 7), (12, 12)])
-def test_matches_reference_at_initialisation(fusion, hw):
+def test_matches_reference_at_initialisation(fusion, weights, hw):
     torch.manual_seed(0)
-    module = PFA(T=4, C=6, rank=3, fusion=fusion)
+    module = PFA(T=4, C=6, rank=3, fusion=fusion, weights=weights)
     x = (torch.rand(4, 2, 6, *hw) < 0.3).float()
     torch.testing.assert_close(module(x), reference_pfa(module, x), atol=1e-5, rtol=0)
+
+
+def test_sum_weighting_is_the_unweighted_sum_and_learns():
+    module = PFA(T=3, C=4, rank=5, weights="sum")
+    torch.testing.assert_close(module.rank_weights(), torch.ones(5))
+    softmax = PFA(T=3, C=4, rank=5)
+    softmax.load_state_dict(module.state_dict())
+    x = torch.rand(3, 2, 4, 6, 6)
+    torch.testing.assert_close(module.attention_map(x), 5 * softmax.attention_map(x))
+    (module(x) * torch.randn_like(x)).sum().backward()
+    assert module.rank_logits.grad.abs().sum() > 0
 
 
 def test_rank_weights_start_uniform_and_are_trained():
@@ -41,11 +53,11 @@ def test_rank_weights_start_uniform_and_are_trained():
     assert module.rank_logits.grad is not None and module.rank_logits.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("fusion", ["mul", "add"])
+@pytest.mark.parametrize("fusion,weights", [("mul", "softmax"), ("add", "sum"), ("mul", "sum")])
 @pytest.mark.parametrize("layout", ["TNCHW", "NCHWT"])
-def test_gradcheck_through_every_parameter(fusion, layout):
+def test_gradcheck_through_every_parameter(fusion, weights, layout):
     torch.manual_seed(1)
-    module = PFA(T=3, C=3, rank=2, fusion=fusion, layout=layout).double()
+    module = PFA(T=3, C=3, rank=2, fusion=fusion, weights=weights, layout=layout).double()
     with torch.no_grad():
         module.rank_logits.add_(torch.randn(2, dtype=torch.float64))
     shape = (3, 2, 3, 2, 3) if layout == "TNCHW" else (2, 3, 2, 3, 3)
@@ -130,6 +142,7 @@ def test_bad_time_last_shape():
         ({"kernel_size": 4}, "kernel_size must be odd"),
         ({"fusion": "concat"}, "fusion must be one of"),
         ({"layout": "NTCHW"}, "layout must be one of"),
+        ({"weights": "mean"}, "weights must be one of"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, message):

@@ -146,7 +146,7 @@ def assert_one_line_error(capsys, argv, expected):
     (lambda tmp: (tmp / "c.yaml").write_text("width: [16"), ["--config", "{tmp}/c.yaml"], "is not valid YAML"),
     (lambda tmp: (tmp / "c.yaml").write_text("widht: 16"), ["--config", "{tmp}/c.yaml"], "unknown key(s) widht"),
     (None, ["--width", "0"], "--width must be a positive integer, got 0"),
-    (None, ["--attention", "ma"], "argument --attention: invalid choice: 'ma'"),
+    (None, ["--attention", "se"], "argument --attention: invalid choice: 'se'"),
     (None, ["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
     (None, ["--batch-size", "many"], "invalid int value: 'many'"),
     (None, ["--train-samples", "70000"], "--train-samples 70000 is more than the 60000 samples"),
@@ -218,4 +218,4 @@ def test_help_exits_cleanly(capsys):
         run_py.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert "--quick" in text and "--save-attention" in text and "--attention {pfa,none}" in text
+    assert "--quick" in text and "--save-attention" in text and "--attention {none,pfa,ma}" in text

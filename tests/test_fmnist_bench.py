@@ -24,7 +24,7 @@ train_step = load_bench()
 @pytest.mark.parametrize("fusion", ["add", "mul"])
 def test_loop_baseline_matches_pfa_at_initialisation(fusion):
     torch.manual_seed(0)
-    ours = PFA(4, 6, 3, fusion=fusion).double()
+    ours = PFA(4, 6, 3, fusion=fusion, weights="sum" if fusion == "add" else "softmax").double()
     loop = train_step.LoopPFA(4, 6, 3, fusion=fusion).double()
     loop.load_state_dict({k: v for k, v in ours.state_dict().items() if k != "rank_logits"})
     x = torch.randn(4, 2, 6, 5, 7, dtype=torch.float64)

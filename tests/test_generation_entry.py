@@ -98,7 +98,7 @@ def test_ann_vae_baseline_trains_through_the_same_entry(tmp_path):
         (["--model", "fsvae-large"], "--model fsvae-large needs --input-size 64"),
         (["--model", "ann-vae"], "--model ann-vae has no spike input for PFA; add --attention none"),
         (["--k", "0"], "--k must be a positive integer, got 0"),
-        (["--attention", "ma"], "invalid choice"),
+        (["--attention", "se"], "invalid choice"),
         (["--fid-samples", "1"], "--fid-samples must be at least 2"),
     ],
 )

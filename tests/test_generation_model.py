@@ -44,7 +44,7 @@ def test_forward_sample_and_gradients():
     model = tiny()
     images = torch.rand(3, 1, 32, 32) * 2 - 1
     recon, losses = model(images)
-    assert recon.shape == images.shape and recon.abs().max() < 1
+    assert recon.shape == images.shape and recon.abs().max() <= 1  # tanh; float32 rounds it to 1 where it saturates
     losses["loss"].backward()
     assert model.attention.spatial.weight.grad.abs().sum() > 0  # the reconstruction reaches PFA through the spikes
     assert model.encoder[0][0][0].weight.grad.abs().sum() > 0

@@ -8,7 +8,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from pfa import PFA
-from pfa.models.layers import make_attention
+from pfa.attentions import make_attention
 from pfa.models.resnet import SpikingResNet
 from pfa.models.vgg import SpikingVGG
 
@@ -101,13 +101,13 @@ def test_resnet_forward_on_images_and_frames(arch, attention):
 
 
 def test_attention_choice_builds_the_named_module():
-    assert isinstance(make_attention("pfa", 12, 128, 8), PFA)
-    assert isinstance(make_attention("none", 12, 128, 8), nn.Identity)
-    ma = make_attention("ma", 2, 2, 8)  # T and C below MA-SNN's default reductions (16) must still build and run
+    assert isinstance(make_attention("pfa", 12, 128, rank=8), PFA)
+    assert isinstance(make_attention("none", 12, 128, rank=8), nn.Identity)
+    ma = make_attention("ma", 2, 2, rank=8)  # T and C below MA-SNN's default reductions (16) must still build and run
     assert isinstance(ma, layer.MultiDimensionalAttention)
     assert ma(torch.rand(2, 3, 2, 5, 5)).shape == (2, 3, 2, 5, 5)
     with pytest.raises(ValueError, match="pfa"):
-        make_attention("se", 4, 4, 4)
+        make_attention("se", 4, 4, rank=4)
 
 
 def test_attention_positions_are_configurable():

@@ -12,13 +12,13 @@ from pathlib import Path
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
+from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
 from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
 from pfa.engine import Run, fixed_subset
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
-from pfa.models.layers import ATTENTIONS
 from pfa.report import format_report, model_report, save_report
 
 EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture")
@@ -54,7 +54,7 @@ class CifarConfig(TrainConfig):
     dataset: str | None = arg(None, "dataset; its name picks the defaults of the fields marked 'per dataset'",
                               choices=DATASETS)
     arch: str | None = arg(None, "network: vgg (the paper's) or a spiking ResNet [default: per dataset]", choices=ARCHS)
-    attention: str = arg("pfa", "attention module: pfa, ma (MA-SNN, spikingjelly's) or none", choices=ATTENTIONS)
+    attention: str = arg("pfa", "attention module (pfa.attentions)", choices=attention_kinds())
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
                                    "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
                                    "but slot 0 for resnets and for images]")

@@ -17,12 +17,13 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import make_grid, save_image
 
+from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
 from pfa.engine import StepResult, Task, fixed_subset
 from pfa.errors import UserError
 from pfa.generation.ann_vae import AnnVAE
 from pfa.generation.data import CHANNELS
-from pfa.generation.fsvae import ATTENTIONS, DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
+from pfa.generation.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
 from pfa.generation.metrics import AutoencoderFID, find_inception_weights, generated_batches, images_of
 from pfa.generation.metrics import inception_metrics as compute_inception_metrics
 
@@ -36,7 +37,8 @@ class GenerationConfig(TrainConfig):
 
     dataset: str = arg("fashion", "image dataset", choices=tuple(CHANNELS))
     model: str = arg("fsvae", "fsvae (32 px), fsvae-large (64 px) or the ANN baseline ann-vae", choices=MODELS)
-    attention: str = arg("pfa", "pfa: PFA on the input spike tensor; none: plain FSVAE", choices=ATTENTIONS)
+    attention: str = arg("pfa", "attention on the input spike tensor (pfa.attentions); none: plain FSVAE",
+                         choices=attention_kinds())
     rank: int = arg(64, "PFA's rank R (connecting factor)")
     time_steps: int = arg(16, "simulation time steps T")
     latent_dim: int = arg(128, "latent bits (FSVAE) / Gaussian dimensions (ANN VAE)")

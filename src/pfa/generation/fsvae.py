@@ -11,11 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from pfa.attention import PFA
+from pfa.attentions import make_attention
 from pfa.generation.layers import MembraneOutput, postsynaptic_potential, run_fresh, spiking_block
 
 HIDDEN_DIMS = {"fsvae": (32, 64, 128, 256), "fsvae-large": (32, 64, 128, 256, 512)}
-ATTENTIONS = ("pfa", "none")
 DISTANCES = ("mmd", "kld")
 SCHEDULED_SAMPLING_FROM = 5
 KLD_WEIGHT = 1e-4
@@ -137,7 +136,8 @@ class FSVAE(nn.Module):
 
     Args:
         in_channels: image channels; latent_dim: latent bits L; T: time steps; k: spikes per latent bit.
-        attention: "pfa" puts PFA(T, in_channels, rank) on the input spike tensor, "none" is the plain FSVAE.
+        attention: a kind of `pfa.attentions` on the input spike tensor ("pfa": PFA(T, in_channels, rank) with the
+            unweighted sum of its R terms, as the reference's Generation copy; "none": the plain FSVAE).
         distance: "mmd" (PSP-filtered rates) or "kld" (Bernoulli KL, weighted 1e-4) between posterior and prior.
         scheduled: whether the prior uses scheduled sampling while training (probability set by `set_epoch`).
     """
@@ -156,15 +156,13 @@ class FSVAE(nn.Module):
         scheduled: bool = True,
     ):
         super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"FSVAE: attention must be one of {ATTENTIONS}, got {attention!r}")
         if distance not in DISTANCES:
             raise ValueError(f"FSVAE: distance must be one of {DISTANCES}, got {distance!r}")
         self.in_channels, self.latent_dim, self.T, self.k = in_channels, latent_dim, T, k
         self.hidden_dims, self.distance, self.scheduled = tuple(hidden_dims), distance, scheduled
         self.input_size = input_size_for(self.hidden_dims)
         self.scheduled_p = 0.0
-        self.attention = PFA(T, in_channels, rank) if attention == "pfa" else nn.Identity()
+        self.attention = make_attention(attention, T, in_channels, rank=rank, weights="sum")
 
         channels = (in_channels, *self.hidden_dims)
         self.encoder = nn.Sequential(

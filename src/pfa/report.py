@@ -17,12 +17,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from spikingjelly.activation_based import base, functional, layer
+from spikingjelly.activation_based import base, functional
 
-from pfa.attention import PFA
+from pfa.attentions import is_attention
 from pfa.runlog import write_json
 
-ATTENTION_TYPES = (PFA, layer.MultiDimensionalAttention)
 SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 CONVOLUTIONS = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}  # by the weight's number of dimensions
 
@@ -33,7 +32,7 @@ def parameter_rows(model: nn.Module) -> list[dict]:
     for name, module in model.named_modules():
         if inside_attention and name.startswith(inside_attention):
             continue
-        if isinstance(module, ATTENTION_TYPES):
+        if is_attention(module):
             inside_attention = name + "."
             count = sum(p.numel() for p in module.parameters())
         else:
@@ -44,7 +43,7 @@ def parameter_rows(model: nn.Module) -> list[dict]:
                     "name": name,
                     "type": type(module).__name__,
                     "params": count,
-                    "attention": isinstance(module, ATTENTION_TYPES),
+                    "attention": is_attention(module),
                 }
             )
     return rows
@@ -97,7 +96,7 @@ def model_report(model: nn.Module, batch: torch.Tensor) -> dict:
 
         return hook
 
-    attention_prefixes = tuple(name + "." for name, m in model.named_modules() if isinstance(m, ATTENTION_TYPES))
+    attention_prefixes = tuple(name + "." for name, m in model.named_modules() if is_attention(m))
     for name, module in model.named_modules():
         if isinstance(module, base.MemoryModule):
             hooks.append(module.register_forward_hook(record_spikes(name)))

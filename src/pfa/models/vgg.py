@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.models.layers import conv_bn, make_attention, scaled, spiking_neuron, to_time_first
+from pfa.attentions import make_attention
+from pfa.models.layers import conv_bn, scaled, spiking_neuron, to_time_first
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
 
@@ -32,7 +33,7 @@ class SpikingVGG(nn.Module):
         image_size: side of the square input; must be divisible by 16. Not needed with `input_pool`.
         input_pool: if set, frames of any size are first average-pooled to input_pool x input_pool (the reference's
             48), which then is the side the network sees.
-        attention: "pfa", "ma" or "none" (see `pfa.models.layers.make_attention`).
+        attention: "pfa", "ma" or "none" (see `pfa.attentions`).
         rank: PFA's rank R.
         positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.
         width: multiplies every stage's channel count (1.0 = the paper's network; small values for smoke tests).
@@ -71,7 +72,7 @@ class SpikingVGG(nn.Module):
                 blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
                 side //= 2
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank))
+                blocks.append(make_attention(attention, T, channels, rank=rank))
             for out_channels in stage:
                 out_channels = scaled(out_channels, width)
                 blocks += [conv_bn(channels, out_channels), spiking_neuron()]
@@ -79,7 +80,7 @@ class SpikingVGG(nn.Module):
         blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
         side //= 2
         if 4 in positions:
-            blocks.append(make_attention(attention, T, channels, rank))
+            blocks.append(make_attention(attention, T, channels, rank=rank))
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
             layer.SeqToANNContainer(nn.Flatten(), nn.Linear(channels * side * side, num_classes)), spiking_neuron()

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 FUSIONS = ("mul", "add")
+WEIGHTINGS = ("softmax", "sum")
 LAYOUTS = ("TNCHW", "NCHWT")
 
 
@@ -94,31 +95,38 @@ class PFA(nn.Module):
         T: time steps; C: channels; rank: R, the number of rank-1 terms ("connecting factor").
         kernel_size: odd size of the spatial projection's convolution (3 in the paper).
         fusion: "mul" -> relu(A * X) (default), "add" -> relu(A + X).
+        weights: how the R rank-1 terms are weighted, both learnable from theta = ones:
+            "softmax" -> lambda = softmax(theta), 1/R at initialisation (the reference's CIFAR copy);
+            "sum" -> lambda = R * softmax(theta), 1 at initialisation (its unweighted FMNIST and FSVAE copies).
         layout: "TNCHW" (spikingjelly's multi-step layout) or "NCHWT" (time last, as in FSVAE).
     """
 
-    def __init__(self, T: int, C: int, rank: int, kernel_size: int = 3, fusion: str = "mul", layout: str = "TNCHW"):
+    def __init__(self, T: int, C: int, rank: int, kernel_size: int = 3, fusion: str = "mul", weights: str = "softmax",
+                 layout: str = "TNCHW"):
         super().__init__()
         self.T, self.C, self.rank = _positive_int("T", T), _positive_int("C", C), _positive_int("rank", rank)
         if _positive_int("kernel_size", kernel_size) % 2 == 0:
             raise ValueError(f"PFA: kernel_size must be odd to keep H and W, got {kernel_size}")
         if fusion not in FUSIONS:
             raise ValueError(f"PFA: fusion must be one of {FUSIONS}, got {fusion!r}")
+        if weights not in WEIGHTINGS:
+            raise ValueError(f"PFA: weights must be one of {WEIGHTINGS}, got {weights!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"PFA: layout must be one of {LAYOUTS}, got {layout!r}")
-        self.kernel_size, self.fusion, self.layout = kernel_size, fusion, layout
+        self.kernel_size, self.fusion, self.weights, self.layout = kernel_size, fusion, weights, layout
         self.spatial = nn.Conv2d(T, rank, kernel_size, padding=kernel_size // 2)
         self.temporal = nn.Linear(C, rank)
         self.channel = nn.Linear(T, rank)
         self.rank_logits = nn.Parameter(torch.ones(rank))
 
     def extra_repr(self) -> str:
-        return f"T={self.T}, C={self.C}, rank={self.rank}, fusion={self.fusion!r}, layout={self.layout!r}"
+        return (f"T={self.T}, C={self.C}, rank={self.rank}, fusion={self.fusion!r}, weights={self.weights!r}, "
+                f"layout={self.layout!r}")
 
     def rank_weights(self) -> torch.Tensor:
-        """lambda = softmax(theta); the additive fusion scales it by R to keep the reference's unweighted sum."""
+        """lambda = softmax(theta), times R for weights="sum"."""
         weights = torch.softmax(self.rank_logits, 0)
-        return weights * self.rank if self.fusion == "add" else weights
+        return weights * self.rank if self.weights == "sum" else weights
 
     def lpst(self, channel_mean: torch.Tensor, pooled: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """LPST: channel_mean [T,N,H,W], pooled [T,N,C] -> Tf [T, N, R], Cf [N, C, R], S [N, R, H, W], sigmoids."""

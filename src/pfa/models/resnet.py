@@ -10,7 +10,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.models.layers import conv_bn, make_attention, scaled, spiking_neuron, to_time_first
+from pfa.attentions import make_attention
+from pfa.models.layers import conv_bn, scaled, spiking_neuron, to_time_first
 
 ARCHS = {
     # name: (stem channels, ((channels, blocks, stride), ...), hidden FC width or 0)
@@ -79,14 +80,14 @@ class SpikingResNet(nn.Module):
             blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
         blocks += [conv_bn(in_channels, channels), spiking_neuron()]
         if 0 in positions:
-            blocks.append(make_attention(attention, T, channels, rank))
+            blocks.append(make_attention(attention, T, channels, rank=rank))
         for index, (out_channels, depth, stride) in enumerate(stages, start=1):
             out_channels = scaled(out_channels, width)
             for block in range(depth):
                 blocks.append(BasicBlock(channels, out_channels, stride if block == 0 else 1))
                 channels = out_channels
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank))
+                blocks.append(make_attention(attention, T, channels, rank=rank))
         self.features = nn.Sequential(*blocks)
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if hidden:

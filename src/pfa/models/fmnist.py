@@ -1,10 +1,12 @@
 """The reference Fashion-MNIST network (SPEC.md), with its width, T, rank and attention configurable.
 
     static conv 1->w + BN (computed once, repeated over T)
-    LIF -> maxpool -> conv w->w + BN -> PFA(fusion "add") -> LIF -> maxpool          28 -> 14 -> 7
+    LIF -> maxpool -> conv w->w + BN -> attention -> LIF -> maxpool                   28 -> 14 -> 7
     dropout -> FC 49w -> 16w -> LIF -> dropout -> FC 16w -> 10 -> LIF                 (w = 128: 6272 -> 2048 -> 10)
 
 The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.losses' convention).
+As in the reference: PFA with fusion "add" and the unweighted sum of its R terms (weights "sum"), and neurons that do
+not detach their reset.
 """
 
 from collections.abc import Callable
@@ -13,34 +15,37 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.attention import PFA
+from pfa.attentions import make_attention
 from pfa.models.layers import spiking_neuron, to_time_first
 
-ATTENTIONS = ("pfa", "none")
+NEURON = {"detach_reset": False}
+PFA_OPTIONS = {"fusion": "add", "weights": "sum"}
 
 
 class FashionMNISTNet(nn.Module):
     """Args:
     T: time steps; width: channels of both convolutions (128 in the reference); rank: PFA's R;
-    attention: "pfa" or "none"; dropout: probability of both dropouts (0.7 in the reference);
-    neuron: factory of the multi-step spiking neuron (pfa.neuron.LIF by default);
-    make_pfa: factory (T, C, rank) -> attention module, to swap in another implementation (the benchmark does).
+    attention: a kind of `pfa.attentions`; dropout: probability of both dropouts (0.7 in the reference);
+    neuron: factory of the multi-step spiking neuron (pfa.neuron.LIF without detached reset by default);
+    make_pfa: factory (T, C, rank) -> PFA module, to swap in another implementation (the benchmark does).
     """
 
     def __init__(self, T: int = 4, width: int = 128, rank: int = 4, attention: str = "pfa", dropout: float = 0.7,
-                 neuron: Callable[[], nn.Module] = spiking_neuron, make_pfa: Callable[..., nn.Module] | None = None):
+                 neuron: Callable[[], nn.Module] | None = None, make_pfa: Callable[..., nn.Module] | None = None):
         super().__init__()
-        if attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
         self.T = T
-        make_pfa = make_pfa or (lambda T, C, rank: PFA(T, C, rank, fusion="add"))
+        neuron = neuron or (lambda: spiking_neuron(**NEURON))
+        if make_pfa is not None and attention == "pfa":
+            attention_module = make_pfa(T, width, rank)
+        else:
+            attention_module = make_attention(attention, T, width, rank=rank, **PFA_OPTIONS)
         self.static_conv = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
         self.features = nn.Sequential(
             neuron(),
             layer.SeqToANNContainer(
                 nn.MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
             ),
-            make_pfa(T, width, rank) if attention == "pfa" else nn.Identity(),
+            attention_module,
             neuron(),
             layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Flatten()),
         )

@@ -12,10 +12,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
-from pfa.cifar import CifarConfig, build_model, load_data, write_report  # noqa: E402
 from pfa.cli import guarded  # noqa: E402
 from pfa.config import parse_config  # noqa: E402
 from pfa.engine import ClassificationTask, Run, fit  # noqa: E402
+from pfa.tasks.cifar import CifarConfig, build_model, load_data, write_report  # noqa: E402
 
 
 @guarded

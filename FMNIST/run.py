@@ -50,7 +50,8 @@ class FMNISTConfig(TrainConfig):
         if self.save_attention < 0:
             raise UserError(f"--save-attention must be 0 or more images, got {self.save_attention}")
         if self.save_attention and self.attention != "pfa":
-            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; use --attention pfa")
+            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; "
+                            "use --attention pfa")
 
 
 def describe(cfg: FMNISTConfig) -> str:

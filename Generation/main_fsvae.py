@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable
 
 from pfa.cli import guarded  # noqa: E402
 from pfa.config import parse_config  # noqa: E402
+from pfa.data.images import CHANNELS, load_generation_data  # noqa: E402
 from pfa.engine import Run, fit, fixed_subset  # noqa: E402
-from pfa.generation.data import CHANNELS, load_generation_data  # noqa: E402
-from pfa.generation.task import GenerationConfig, GenerationTask, SampleMetrics, build_model, describe  # noqa: E402
+from pfa.tasks.generation import GenerationConfig, GenerationTask, SampleMetrics, build_model, describe  # noqa: E402
 
 
 @guarded

@@ -1,6 +1,6 @@
 """What attention costs in a CIFAR-family training step: the same network with PFA, with MA-SNN and with none.
 
-Each variant is built by `pfa.cifar` from a dataset's defaults (CIFAR10-DVS: VGG, T=12, R=8, 128x128 frames pooled
+Each variant is built by `pfa.tasks.cifar` from a dataset's defaults (CIFAR10-DVS: VGG, T=12, R=8, 128x128 frames pooled
 to 48x48) and trains (forward, MSE on the firing rate, backward, Adam step, reset) on one random batch; the variants
 are timed in alternating rounds in one process, so machine noise hits all alike. Reported: medians in images/s, the
 share of the step the attention takes, 1 - t(none) / t(attention) (goal for PFA: <= 15 %), the bytes autograd saves
@@ -22,9 +22,9 @@ from spikingjelly.activation_based import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pfa.cifar import IMAGE_DATASETS, CifarConfig, Data, build_model  # noqa: E402
 from pfa.config import parse_config  # noqa: E402
 from pfa.losses import mse_rate_loss  # noqa: E402
+from pfa.tasks.cifar import IMAGE_DATASETS, CifarConfig, Data, build_model  # noqa: E402
 
 FRAMES = {"cifar10dvs": (128, 128, 10), "ncaltech101": (180, 240, 101), "dvsgesture": (128, 128, 11)}
 VARIANTS = ("none", "pfa", "ma")

@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from pfa.generation.fsvae import FSVAE
+from pfa.models.fsvae import FSVAE
 
 
 def build(attention: str, args) -> FSVAE:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import torch
 
-from pfa.cifar import DATASETS, DEFAULTS, EVENT_DATASETS, CifarConfig, Data, model_arguments
 from pfa.config import parse_config
 from pfa.data import neuromorphic
 from pfa.data.samples import write_samples
 from pfa.errors import UserError
+from pfa.tasks.cifar import DATASETS, DEFAULTS, EVENT_DATASETS, CifarConfig, Data, model_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 

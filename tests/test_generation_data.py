@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pfa.data.images import load_generation_data
 from pfa.errors import UserError
-from pfa.generation.data import load_generation_data
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,7 +2,7 @@
 
 import torch
 
-from pfa.generation.layers import MembraneOutput, TdBatchNorm, fsvae_neuron, postsynaptic_potential
+from pfa.models.fsvae_layers import MembraneOutput, TdBatchNorm, fsvae_neuron, postsynaptic_potential
 
 
 class _HandSpike(torch.autograd.Function):

@@ -6,10 +6,10 @@ import torch
 from scipy import linalg
 from torch.utils.data import DataLoader
 
+from pfa.data.images import load_generation_data
 from pfa.engine import fixed_subset
 from pfa.errors import UserError
-from pfa.generation.data import load_generation_data
-from pfa.generation.metrics import (
+from pfa.sample_metrics import (
     INCEPTION_WEIGHTS_NAME,
     AutoencoderFID,
     feature_statistics,

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from pfa.generation.ann_vae import AnnVAE
-from pfa.generation.fsvae import (
+from pfa.models.ann_vae import AnnVAE
+from pfa.models.fsvae import (
     FSVAE,
     HIDDEN_DIMS,
     Prior,
@@ -13,8 +13,8 @@ from pfa.generation.fsvae import (
     pick_one_of_k,
     scheduled_sampling_probability,
 )
-from pfa.generation.layers import postsynaptic_potential
-from pfa.generation.task import GenerationTask
+from pfa.models.fsvae_layers import postsynaptic_potential
+from pfa.tasks.generation import GenerationTask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -19,13 +19,13 @@ from torchvision.utils import make_grid, save_image
 
 from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
+from pfa.data.images import CHANNELS
 from pfa.engine import StepResult, Task, fixed_subset
 from pfa.errors import UserError
-from pfa.generation.ann_vae import AnnVAE
-from pfa.generation.data import CHANNELS
-from pfa.generation.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
-from pfa.generation.metrics import AutoencoderFID, find_inception_weights, generated_batches, images_of
-from pfa.generation.metrics import inception_metrics as compute_inception_metrics
+from pfa.models.ann_vae import AnnVAE
+from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
+from pfa.sample_metrics import AutoencoderFID, find_inception_weights, generated_batches, images_of
+from pfa.sample_metrics import inception_metrics as compute_inception_metrics
 
 GRID_COLUMNS = 8
 MODELS = ("fsvae", "fsvae-large", "ann-vae")

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
 from pfa.attentions import make_attention
-from pfa.generation.layers import MembraneOutput, postsynaptic_potential, run_fresh, spiking_block
+from pfa.models.fsvae_layers import MembraneOutput, postsynaptic_potential, run_fresh, spiking_block
 
 HIDDEN_DIMS = {"fsvae": (32, 64, 128, 256), "fsvae-large": (32, 64, 128, 256, 512)}
 DISTANCES = ("mmd", "kld")

@@ -18,7 +18,7 @@ from scipy import linalg
 
 from pfa.checkpoint import save_checkpoint
 from pfa.errors import UserError
-from pfa.generation.ann_vae import ConvAutoencoder
+from pfa.models.ann_vae import ConvAutoencoder
 
 INCEPTION_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 

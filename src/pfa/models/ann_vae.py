@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pfa.generation.fsvae import input_size_for
+from pfa.models.fsvae import input_size_for
 
 
 def conv_encoder(in_channels: int, hidden_dims) -> nn.Sequential:

@@ -1,1 +1,0 @@
-"""Spiking image generation: FSVAE with PFA, its layers and metrics."""

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from pfa.config import parse_config
 from pfa.data import neuromorphic
 from pfa.data.samples import write_samples
 from pfa.errors import UserError
-from pfa.tasks.cifar import DATASETS, DEFAULTS, EVENT_DATASETS, CifarConfig, Data, model_arguments
+from pfa.tasks.cifar import DATASETS, EVENT_DATASETS, CifarConfig, Data, model_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,16 +151,18 @@ def test_one_epoch_on_tiny_cifar(dataset, arch, tmp_path):
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_yaml_configs_spell_out_the_built_in_defaults(dataset):
-    from_yaml = parse_config(CifarConfig, ["--config", str(REPO / "CIFAR" / "configs" / f"{dataset}.yaml")])
-    built_in = parse_config(CifarConfig, ["--dataset", dataset])
-    assert {**from_yaml.to_dict(), "config": None} == built_in.to_dict()
+def test_dataset_picks_its_recipe_file(dataset):
+    recipe = yaml.safe_load((REPO / "CIFAR" / "configs" / f"{dataset}.yaml").read_text())
+    cfg = parse_config(CifarConfig, ["--dataset", dataset]).to_dict()
+    assert {k: cfg[k] for k in recipe} == recipe
+    from_file = parse_config(CifarConfig, ["--config", str(REPO / "CIFAR" / "configs" / f"{dataset}.yaml")])
+    assert {**from_file.to_dict(), "config": None} == cfg
 
 
 def test_flags_override_the_dataset_defaults():
     cfg = parse_config(CifarConfig, ["--dataset", "dvsgesture", "--lr", "0.01", "--T", "8"])
     assert (cfg.lr, cfg.T, cfg.rank, cfg.pool, cfg.batch_size, cfg.loss) == (0.01, 8, 32, 0, 32, "mse")
-    assert (DEFAULTS["cifar10dvs"]["T"], DEFAULTS["ncaltech101"]["T"], DEFAULTS["dvsgesture"]["T"]) == (12, 14, 20)
+    assert [parse_config(CifarConfig, ["--dataset", d]).T for d in EVENT_DATASETS] == [12, 14, 20]
 
 
 @pytest.mark.parametrize(

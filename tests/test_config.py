@@ -12,10 +12,20 @@ from pfa.errors import UserError
 class DemoConfig(TrainConfig):
     """Demo entry point."""
 
-    fast: bool = arg(False, "a profile switch")
+    fast: bool = arg(False, "a recipe switch")
     width: int = arg(64, "channels")
 
-    PROFILES = {"fast": {"width": 8, "epochs": 3}}
+    @classmethod
+    def recipe_name(cls, values):
+        return "fast" if values.get("fast") else None
+
+
+@pytest.fixture(autouse=True)
+def recipes(tmp_path, monkeypatch):
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "fast.yaml").write_text("width: 8\nepochs: 3\n")
+    monkeypatch.setattr(DemoConfig, "RECIPES", folder)
 
 
 def write(path, text):
@@ -23,7 +33,7 @@ def write(path, text):
     return str(path)
 
 
-def test_precedence_defaults_profile_yaml_flags(tmp_path):
+def test_precedence_defaults_recipe_yaml_flags(tmp_path):
     assert parse_config(DemoConfig, []).width == 64
     assert parse_config(DemoConfig, ["--fast"]).width == 8
     file = write(tmp_path / "c.yaml", "width: 16\nbatch-size: 7\nlr: 1\n")
@@ -34,7 +44,7 @@ def test_precedence_defaults_profile_yaml_flags(tmp_path):
     assert (flags.width, flags.epochs) == (32, 3)
 
 
-def test_profile_switched_on_by_yaml(tmp_path):
+def test_recipe_switched_on_by_yaml(tmp_path):
     assert parse_config(DemoConfig, ["--config", write(tmp_path / "c.yaml", "fast: true\n")]).width == 8
 
 
@@ -51,7 +61,7 @@ def test_help_lists_every_field_with_its_help():
     for flag in ("--data-dir", "--out-dir", "--batch-size", "--train-samples", "--eval-only", "--no-eval-only",
                  "--width", "--config", "--resume"):
         assert flag in text
-    assert "a profile switch" in text and "{adam,adamw,sgd}" in text
+    assert "a recipe switch" in text and "{adam,adamw,sgd}" in text
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from spikingjelly.activation_based import layer, neuron, surrogate
 from torch.utils.data import TensorDataset
 
 from pfa.config import TrainConfig
-from pfa.engine import ClassificationTask, Run, build_optimizer, fit, fixed_subset
+from pfa.data.subsets import fixed_subset
+from pfa.engine import ClassificationTask, Run, build_optimizer, fit
 from pfa.errors import UserError
 from pfa.losses import classification_loss
 

@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pfa.config import parse_config
 from pfa.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from pfa.errors import UserError
+from pfa.tasks.fmnist import FMNISTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist package")
@@ -180,18 +183,18 @@ def test_bad_checkpoints_leave_an_existing_run_untouched(trained, tmp_path, caps
     assert before == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "FMNIST/configs").glob("*.yaml")), ids=lambda p: p.name)
-def test_shipped_configs_parse(path):
-    cfg = run_py.parse_config(run_py.FMNISTConfig, ["--config", str(path)])
-    assert cfg.width == 128 and cfg.epochs == 200 and cfg.t_max == 64
+def test_defaults_are_the_reference_recipe():
+    cfg = parse_config(FMNISTConfig, [])
+    assert (cfg.width, cfg.epochs, cfg.batch_size, cfg.lr, cfg.t_max, cfg.dropout) == (128, 200, 128, 1e-3, 64, 0.7)
+    assert (cfg.time_steps, cfg.rank, cfg.attention, cfg.loss) == (4, 4, "pfa", "mse")
 
 
-def test_quick_profile_changes_only_what_it_says(capsys):
-    quick = run_py.parse_config(run_py.FMNISTConfig, ["--quick"])
-    full = run_py.parse_config(run_py.FMNISTConfig, [])
+def test_quick_recipe_changes_only_what_its_file_says(capsys):
+    quick = parse_config(FMNISTConfig, ["--quick"])
+    full = parse_config(FMNISTConfig, [])
     changed = {k for k, v in quick.to_dict().items() if full.to_dict()[k] != v}
-    assert changed == {"quick", *run_py.QUICK}
-    assert run_py.parse_config(run_py.FMNISTConfig, ["--quick", "--epochs", "1"]).epochs == 1
+    assert changed == {"quick", *yaml.safe_load((ROOT / "FMNIST/configs/quick.yaml").read_text())}
+    assert parse_config(FMNISTConfig, ["--quick", "--epochs", "1"]).epochs == 1
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from scipy import linalg
 from torch.utils.data import DataLoader
 
 from pfa.data.images import load_generation_data
-from pfa.engine import fixed_subset
+from pfa.data.subsets import fixed_subset
 from pfa.errors import UserError
 from pfa.sample_metrics import (
     INCEPTION_WEIGHTS_NAME,

@@ -1,8 +1,11 @@
-"""Run configuration: one dataclass per entry point, filled from defaults < profile < YAML file < command-line flags.
+"""Run configuration: one dataclass per entry point, filled in one order, each layer overriding the one before:
+
+    dataclass defaults < the experiment's recipe (RECIPES/<name>.yaml) < --config FILE.yaml < command-line flags
 
 Each field becomes a flag (`batch_size` -> `--batch-size`) whose help text is the field's `help` metadata; `choices`
-metadata restricts the values. A subclass adds its own fields and may define `PROFILES`, named sets of defaults
-switched on by a boolean field (FMNIST's `--quick`). Example::
+metadata restricts the values. A subclass adds its own fields; it may name a folder of recipes (`RECIPES`) and say
+which one applies by overriding `recipe_name` (CIFAR: `--dataset cifar10dvs` reads `CIFAR/configs/cifar10dvs.yaml`;
+FMNIST: `--quick` reads `FMNIST/configs/quick.yaml`). Example::
 
     @dataclass
     class MyConfig(TrainConfig):
@@ -69,7 +72,12 @@ class TrainConfig:
     amp: str = arg("none", "mixed precision on CUDA (ignored on CPU)", choices=("none", "bf16", "fp16"))
     workers: int = arg(2, "data-loading worker processes")
 
-    PROFILES: ClassVar[dict[str, dict[str, Any]]] = {}
+    RECIPES: ClassVar[Path | None] = None
+
+    @classmethod
+    def recipe_name(cls, values: dict[str, Any]) -> str | None:
+        """The recipe for these --config and flag values (a file stem in RECIPES), or None for the defaults alone."""
+        return None
 
     def validate(self) -> None:
         """Raise UserError for values no run can use; subclasses extend it."""
@@ -149,35 +157,32 @@ def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.Ar
     return parser
 
 
-def load_yaml(path: str) -> dict[str, Any]:
+def load_yaml(path: str | Path, label: str = "--config") -> dict[str, Any]:
     try:
         text = Path(path).read_text()
     except OSError as e:
-        raise UserError(f"cannot read --config {path}: {e.strerror}; give an existing YAML file") from None
+        raise UserError(f"cannot read {label} {path}: {e.strerror}; give an existing YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise UserError(f"--config {path} is not valid YAML{where}; expected lines of 'key: value'") from None
+        raise UserError(f"{label} {path} is not valid YAML{where}; expected lines of 'key: value'") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"--config {path} must be a mapping of 'key: value' lines, got a {type(data).__name__}")
+        raise UserError(f"{label} {path} must be a mapping of 'key: value' lines, got a {type(data).__name__}")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None = None) -> C:
-    """Defaults < active profile < --config YAML < flags; validated; UserError on anything wrong."""
-    argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser(cls, prog)
-    flags = vars(parser.parse_args(argv))
+def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[str, Any]:
+    """A YAML file's values, each checked against its field's type and choices."""
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
-    from_yaml = load_yaml(flags["config"]) if flags.get("config") else {}
+    from_yaml = load_yaml(path, label)
     unknown = sorted(set(from_yaml) - set(names) - {"config"})
     if unknown:
-        raise UserError(f"--config {flags['config']}: unknown key(s) {', '.join(unknown)}; "
+        raise UserError(f"{label} {path}: unknown key(s) {', '.join(unknown)}; "
                         f"valid keys are the flag names, e.g. {', '.join(list(names)[1:6])}")
     values = {}
     for name, value in from_yaml.items():
@@ -188,11 +193,26 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
         if choices and value not in choices:
             raise UserError(f"config key {name!r} must be one of {', '.join(choices)}, got {value!r}")
         values[name] = value
+    return values
+
+
+def recipe_values(cls: type[TrainConfig], name: str) -> dict[str, Any]:
+    """The values of recipe `name`, the file RECIPES/<name>.yaml."""
+    path = cls.RECIPES / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"recipe {path} is missing; run from a checkout of this repository, or give every value "
+                        "with --config FILE.yaml")
+    return _yaml_values(cls, path, "recipe")
+
+
+def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None = None) -> C:
+    """Defaults < recipe < --config YAML < flags; validated; UserError on anything wrong."""
+    argv = sys.argv[1:] if argv is None else argv
+    flags = vars(build_parser(cls, prog).parse_args(argv))
+    values = _yaml_values(cls, flags["config"], "--config") if flags.get("config") else {}
     values.update(flags)
-    merged = {}
-    for profile, overrides in cls.PROFILES.items():
-        if values.get(profile, getattr(cls, profile, False)):
-            merged.update(overrides)
+    recipe = cls.recipe_name(values)
+    merged = recipe_values(cls, recipe) if recipe else {}
     merged.update(values)
     cfg = cls(**merged)
     cfg.validate()

@@ -40,14 +40,14 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pfa.checkpoint import load_checkpoint, model_signature, save_checkpoint
 from pfa.config import TrainConfig, save_config
 from pfa.distributed import ShardSampler, all_reduce_sum, init_process, shutdown
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
-from pfa.runlog import RunLog, progress
+from pfa.runlog import RunLog, progress, write_json
 
 
 @dataclass
@@ -114,17 +114,14 @@ class Run:
         if cfg.out_dir is None:
             cfg.out_dir = str(Path("runs") / name / time.strftime("%Y%m%d-%H%M%S"))
         self.dir = Path(cfg.out_dir)
-        self._prepared = False
         seed_everything(cfg.seed)
 
     @property
     def is_main(self) -> bool:
         return self.process.is_main
 
-    def prepare_dir(self) -> None:
-        """Create the run directory and save config.yaml, once; refuses to overwrite another run's results."""
-        if self._prepared:
-            return
+    def prepare_dir(self, files: dict[str, dict] | None = None) -> None:
+        """Create the run directory, save config.yaml and `files` (JSON); refuses to overwrite another run's results."""
         taken = [n for n in ("checkpoint_latest.pth", "metrics.json") if (self.dir / n).exists()]
         resume = self.cfg.resume
         continuing = resume and not self.cfg.eval_only and Path(resume).resolve().parent == self.dir.resolve()
@@ -134,8 +131,9 @@ class Run:
         if self.is_main:
             self.dir.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.dir / "config.yaml")
+            for name, data in (files or {}).items():
+                write_json(self.dir / name, data)
             print(f"run directory: {self.dir}", flush=True)
-        self._prepared = True
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Mixed precision as configured, on CUDA only."""
@@ -176,16 +174,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def fixed_subset(dataset: Dataset, n: int | None, flag: str) -> Dataset:
-    """The same `n` samples on every run and machine (a permutation seeded with 0, kept in dataset order)."""
-    if n is None:
-        return dataset
-    if n > len(dataset):
-        raise UserError(f"{flag} {n} is more than the {len(dataset)} samples available; give at most {len(dataset)}")
-    chosen = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n]
-    return Subset(dataset, chosen.sort().values.tolist())
 
 
 def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
@@ -289,16 +277,16 @@ def _better(task: Task, value: float, best: float | None) -> bool:
     return best is None or (value > best if task.maximize else value < best)
 
 
-def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Dataset, arch: str) -> dict[str, Any]:
+def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Dataset, arch: str,
+        files: dict[str, dict] | None = None) -> dict[str, Any]:
     """Train (or, with cfg.eval_only, evaluate) `model` on the run's device; returns the last metrics record.
 
     `arch` describes the model for checkpoints ("FashionMNISTNet(width=32, ...)"); a checkpoint from another
-    architecture is refused with a message quoting both.
+    architecture is refused with a message quoting both. `files` are JSON files written into the run directory when
+    it is created (e.g. a dataset split).
     """
     cfg = run.cfg
     checkpoint = load_checkpoint(cfg.resume, model, arch) if cfg.resume else None
-    train_set = fixed_subset(train_set, cfg.train_samples, "--train-samples")
-    test_set = fixed_subset(test_set, cfg.test_samples, "--test-samples")
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     net = model
@@ -306,7 +294,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
         net = DistributedDataParallel(model, device_ids=[run.device] if run.device.type == "cuda" else None)
     train_loader, test_loader = _loaders(run, train_set, test_set)
     if cfg.eval_only:
-        run.prepare_dir()
+        run.prepare_dir(files)
         test = evaluate(run, net, task, test_loader)
         record = task.record(checkpoint["epoch"], {}, test)
         log = RunLog(run.dir, run.is_main)
@@ -327,7 +315,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
         if start >= cfg.epochs:
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
         set_rng_state(checkpoint["rng"])
-    run.prepare_dir()
+    run.prepare_dir(files)
     log = RunLog(run.dir, run.is_main, first_epoch=start)
     record = {}
     try:

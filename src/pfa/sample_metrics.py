@@ -7,14 +7,17 @@
   on disk: nothing is ever downloaded, and a missing piece gives one message instead of an error.
 """
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from scipy import linalg
+from torch.utils.data import DataLoader, Dataset
 
 from pfa.checkpoint import save_checkpoint
 from pfa.errors import UserError
@@ -177,3 +180,50 @@ def inception_metrics(weights: str, fake: Iterable[torch.Tensor], real: Iterable
     is_mean, is_std = score.compute()
     fid_value = fid.compute().item()
     return {"inception_score": is_mean.item(), "inception_score_std": is_std.item(), "inception_fid": fid_value}
+
+
+@contextlib.contextmanager
+def private_rng(device: torch.device, seed: int):
+    """Random numbers from a stream seeded with `seed`; the run's own RNG state is restored afterwards."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class SampleMetrics:
+    """Autoencoder-FID (and IS / Inception-FID when their weights are on disk) of `samples` generated images."""
+
+    def __init__(self, cfg, in_channels: int, train_set: Dataset, test_set: Dataset, log=print):
+        """cfg: the generation config (fid_* fields, inception_weights, batch_size, workers, seed, epochs)."""
+        self.cfg, self.in_channels, self.log = cfg, in_channels, log
+        self.train_set, self.test_set = train_set, test_set
+        self.fid = None
+        self.inception_weights, message = find_inception_weights(cfg.inception_weights)
+        if message:
+            log(message)
+
+    def due(self, epoch: int) -> bool:
+        every = self.cfg.fid_every
+        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.epochs)
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=self.cfg.workers)
+
+    def autoencoder_fid(self, run_dir: Path, device) -> AutoencoderFID:
+        if self.fid is None:
+            path = Path(self.cfg.fid_autoencoder or run_dir / "fid_autoencoder.pth")
+            with private_rng(device, self.cfg.seed):
+                self.fid = AutoencoderFID.load_or_train(
+                    path, self.in_channels, self.cfg.input_size, self._loader(self.train_set, True),
+                    self._loader(self.test_set, False), self.cfg.fid_autoencoder_epochs, device, self.log,
+                )
+        return self.fid
+
+    def __call__(self, model: nn.Module, run_dir: Path, device) -> dict[str, float]:
+        fid = self.autoencoder_fid(run_dir, device)
+        batches = [x.cpu() for x in generated_batches(model.sample, self.cfg.fid_samples, self.cfg.batch_size)]
+        metrics = {"autoencoder_fid": fid(batches)}
+        if self.inception_weights:
+            real = images_of(self._loader(self.test_set, False))
+            metrics.update(inception_metrics(self.inception_weights, batches, real, device))
+        return metrics

@@ -1,13 +1,15 @@
 """The paper's main experiment: classification of CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100.
 
-`CifarConfig` holds the flags of `CIFAR/main.py`; every field left unset takes its dataset's default from `DEFAULTS`
-(event data: the reference recipe; still images: a common ResNet-19 recipe). `load_data` builds the datasets, keeping
-the train/test split of random-split datasets in `split.json` beside the checkpoints; `build_model` the network.
+`CifarConfig` holds the flags of `CIFAR/main.py`; `--dataset NAME` reads the recipe `CIFAR/configs/NAME.yaml` (event
+data: the reference's network and optimiser; still images: a common ResNet-19 recipe), the single source of the
+per-dataset values. `load_data` builds the datasets and the train/test split of random-split datasets (saved as
+`split.json` in the run directory), `build_model` the network, `train` runs it all.
 """
 
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
@@ -16,7 +18,8 @@ from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
 from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
-from pfa.engine import Run, fixed_subset
+from pfa.data.subsets import train_test_subsets
+from pfa.engine import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
 from pfa.report import format_report, model_report, save_report
@@ -26,65 +29,42 @@ IMAGE_DATASETS = ("cifar10", "cifar100")
 DATASETS = EVENT_DATASETS + IMAGE_DATASETS
 ARCHS = ("vgg", *resnet.ARCHS)
 
-# The reference's recipe for event data (it steps the rate down 10x every 20 epochs; cosine is our default).
-EVENT_RECIPE = dict(arch="vgg", epochs=200, batch_size=32, optimizer="adam", lr=1e-4, weight_decay=0.0,
-                    scheduler="cosine", t_max=200, loss="mse", amp="fp16")
-# Still images: ResNet-19 with direct encoding, SGD + cosine and the TET loss, as in the tdBN / TET papers.
-IMAGE_RECIPE = dict(arch="resnet19", T=4, rank=8, pool=0, epochs=200, batch_size=128, optimizer="sgd", lr=0.1,
-                    weight_decay=5e-4, scheduler="cosine", t_max=200, loss="tet", amp="fp16")
-DEFAULTS = {
-    "cifar10dvs": {**EVENT_RECIPE, "T": 12, "rank": 8, "pool": 48},
-    "ncaltech101": {**EVENT_RECIPE, "T": 14, "rank": 8, "pool": 48},
-    "dvsgesture": {**EVENT_RECIPE, "T": 20, "rank": 32, "pool": 0},
-    "cifar10": IMAGE_RECIPE,
-    "cifar100": IMAGE_RECIPE,
-}
-
-
-def per_dataset(name: str):
-    """A field of TrainConfig whose default comes from DEFAULTS[dataset] instead."""
-    metadata = TrainConfig.__dataclass_fields__[name].metadata
-    return arg(None, f"{metadata['help']} [default: per dataset]", metadata["choices"])
+RECIPES = Path(__file__).resolve().parents[3] / "CIFAR" / "configs"
+PER_DATASET = "[default: per dataset, CIFAR/configs/DATASET.yaml]"
 
 
 @dataclass
 class CifarConfig(TrainConfig):
     """Train a spiking VGG or ResNet with PFA on event data or still images (defaults: per dataset, see --dataset)."""
 
-    dataset: str | None = arg(None, "dataset; its name picks the defaults of the fields marked 'per dataset'",
-                              choices=DATASETS)
-    arch: str | None = arg(None, "network: vgg (the paper's) or a spiking ResNet [default: per dataset]", choices=ARCHS)
+    dataset: str | None = arg(None, "dataset; picks the recipe CIFAR/configs/DATASET.yaml", choices=DATASETS)
+    arch: str | None = arg(None, f"network: vgg (the paper's) or a spiking ResNet {PER_DATASET}", choices=ARCHS)
     attention: str = arg("pfa", "attention module (pfa.attentions)", choices=attention_kinds())
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
                                    "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
                                    "but slot 0 for resnets and for images]")
-    T: int | None = arg(None, "time steps: frames per recording, or repeats of an image [default: per dataset]")
-    rank: int | None = arg(None, "PFA's rank R, the connecting factor [default: per dataset]")
-    pool: int | None = arg(None, "average-pool event frames to POOL x POOL first; 0 keeps them [default: per dataset]")
+    T: int | None = arg(None, f"time steps: frames per recording, or repeats of an image {PER_DATASET}")
+    rank: int | None = arg(None, f"PFA's rank R, the connecting factor {PER_DATASET}")
+    pool: int | None = arg(None, f"average-pool event frames to POOL x POOL first; 0 keeps them {PER_DATASET}")
     width: float = arg(1.0, "multiplies every channel count (1 = the paper's network; e.g. 0.25 for quick CPU runs)")
     augment: str = arg("reference", "training augmentation: reference (event frames: flip + one of rotate, shear, "
                        "cutout, roll; images: crop + flip) or none", choices=augment.POLICIES)
     split_by: str = arg("number", "how spikingjelly integrates events into T frames", choices=("number", "time"))
     report: bool = arg(False, "after training (or --eval-only), print and save report.json: parameters per layer, "
                        "spike rates and synaptic operations on one test batch")
-    epochs: int | None = per_dataset("epochs")
-    batch_size: int | None = per_dataset("batch_size")
-    optimizer: str | None = per_dataset("optimizer")
-    lr: float | None = per_dataset("lr")
-    weight_decay: float | None = per_dataset("weight_decay")
-    scheduler: str | None = per_dataset("scheduler")
-    t_max: int | None = per_dataset("t_max")
-    loss: str | None = per_dataset("loss")
-    amp: str | None = per_dataset("amp")
 
-    def __post_init__(self) -> None:
-        for name, value in DEFAULTS.get(self.dataset, {}).items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+    RECIPES = RECIPES
+
+    @classmethod
+    def recipe_name(cls, values: dict[str, Any]) -> str | None:
+        return values.get("dataset")
 
     def validate(self) -> None:
         if self.dataset is None:
             raise UserError(f"--dataset is required: one of {', '.join(DATASETS)}")
+        missing = [name for name in ("arch", "T", "rank", "pool") if getattr(self, name) is None]
+        if missing:
+            raise UserError(f"recipe CIFAR/configs/{self.dataset}.yaml lacks {', '.join(missing)}; add them to it")
         super().validate()
         for name in ("T", "rank"):
             if getattr(self, name) <= 0:
@@ -121,10 +101,11 @@ class Data:
     in_channels: int
     size: tuple[int, int]  # (H, W) of a sample as the network receives it
     images: bool  # still images (direct encoding) rather than event frames
+    split: dict | None = None  # event data: the train/test file lists, saved as the run's split.json
 
 
-def load_data(cfg: CifarConfig, run: Run) -> Data:
-    """The datasets of cfg.dataset; for event data, also writes the split to <run dir>/split.json.
+def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
+    """The datasets of cfg.dataset, cut to --train-samples / --test-samples.
 
     Resuming reuses the split.json found beside the --resume checkpoint, so the test side never changes.
     """
@@ -133,17 +114,16 @@ def load_data(cfg: CifarConfig, run: Run) -> Data:
     if cfg.dataset in IMAGE_DATASETS:
         images = build_cifar(cfg.dataset, cfg.data_dir, augment=cfg.augment != "none")
         channels, height, width = images.image_shape
-        return Data(images.train, images.test, len(images.classes), channels, (height, width), images=True)
+        train, test = train_test_subsets(images.train, images.test, cfg)
+        return Data(train, test, len(images.classes), channels, (height, width), images=True)
     previous = Path(cfg.resume).parent / "split.json" if cfg.resume else None
     split = neuromorphic.load_split(previous) if previous is not None and previous.exists() else None
     data = neuromorphic.build_neuromorphic(cfg.dataset, cfg.data_dir, cfg.T, split_by=cfg.split_by, seed=cfg.seed,
                                            split=split, train_transform=augment.build_augment(cfg.augment),
-                                           progress=run.is_main)
-    run.prepare_dir()
-    if run.is_main:
-        neuromorphic.save_split(data.split, run.dir / "split.json")
+                                           progress=progress)
     _, channels, height, width = data.frame_shape
-    return Data(data.train, data.test, len(data.classes), channels, (height, width), images=False)
+    train, test = train_test_subsets(data.train, data.test, cfg)
+    return Data(train, test, len(data.classes), channels, (height, width), images=False, split=data.split)
 
 
 def model_arguments(cfg: CifarConfig, data: Data) -> dict:
@@ -169,10 +149,23 @@ def build_model(cfg: CifarConfig, data: Data) -> tuple[nn.Module, str]:
 
 def write_report(model: nn.Module, test_set: Dataset, cfg: CifarConfig, run: Run) -> dict:
     """`pfa.report` on the first test batch: printed, and saved as <run dir>/report.json."""
-    loader = DataLoader(fixed_subset(test_set, cfg.test_samples, "--test-samples"), batch_size=cfg.batch_size)
+    loader = DataLoader(test_set, batch_size=cfg.batch_size)
     inputs, _ = next(iter(loader))
     report = model_report(model, inputs.to(run.device))
     report["config"] = dataclasses.asdict(cfg)
     print(format_report(report), flush=True)
     save_report(report, run.dir / "report.json")
     return report
+
+
+def train(cfg: CifarConfig) -> dict:
+    """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
+    with Run(cfg, name=cfg.dataset) as run:
+        data = load_data(cfg, progress=run.is_main)
+        model, arch = build_model(cfg, data)
+        files = {"split.json": data.split} if data.split is not None else {}
+        record = fit(run, model.to(run.device), ClassificationTask(cfg.loss, cfg.tet_lambda), data.train, data.test,
+                     arch, files=files)
+        if cfg.report and run.is_main:
+            write_report(model, data.test, cfg, run)
+    return record

@@ -7,25 +7,26 @@ the metrics of `SampleMetrics` when due. Pictures and metrics draw their randomn
 epoch, so they never change the course of training and a resumed run stays identical to an uninterrupted one.
 """
 
-import contextlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import make_grid, save_image
 
 from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
-from pfa.data.images import CHANNELS
-from pfa.engine import StepResult, Task, fixed_subset
+from pfa.data.images import CHANNELS, load_generation_data
+from pfa.data.subsets import train_test_subsets
+from pfa.engine import Run, StepResult, Task, fit
 from pfa.errors import UserError
 from pfa.models.ann_vae import AnnVAE
 from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
-from pfa.sample_metrics import AutoencoderFID, find_inception_weights, generated_batches, images_of
-from pfa.sample_metrics import inception_metrics as compute_inception_metrics
+from pfa.sample_metrics import SampleMetrics, private_rng
+
+RECIPES = Path(__file__).resolve().parents[3] / "Generation" / "configs"
 
 GRID_COLUMNS = 8
 MODELS = ("fsvae", "fsvae-large", "ann-vae")
@@ -35,7 +36,8 @@ MODELS = ("fsvae", "fsvae-large", "ann-vae")
 class GenerationConfig(TrainConfig):
     """Train FSVAE (optionally with PFA) or its ANN VAE baseline to generate images (defaults: FSVAE's recipe)."""
 
-    dataset: str = arg("fashion", "image dataset", choices=tuple(CHANNELS))
+    dataset: str = arg("fashion", "image dataset; picks the recipe Generation/configs/DATASET.yaml",
+                       choices=tuple(CHANNELS))
     model: str = arg("fsvae", "fsvae (32 px), fsvae-large (64 px) or the ANN baseline ann-vae", choices=MODELS)
     attention: str = arg("pfa", "attention on the input spike tensor (pfa.attentions); none: plain FSVAE",
                          choices=attention_kinds())
@@ -58,6 +60,12 @@ class GenerationConfig(TrainConfig):
     optimizer: str = arg("adamw", "optimiser", choices=("adam", "adamw", "sgd"))
     weight_decay: float = arg(1e-3, "weight decay")
     scheduler: str = arg("none", "learning-rate schedule, stepped once per epoch", choices=("cosine", "step", "none"))
+
+    RECIPES = RECIPES
+
+    @classmethod
+    def recipe_name(cls, values: dict[str, Any]) -> str | None:
+        return values.get("dataset", cls.dataset)
 
     def validate(self) -> None:
         super().validate()
@@ -107,14 +115,6 @@ def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor) -> torch.
     return picture_grid(pairs.transpose(0, 1).flatten(0, 2), columns)
 
 
-@contextlib.contextmanager
-def private_rng(device: torch.device, seed: int):
-    """Random numbers from a stream seeded with `seed`; the run's own RNG state is restored afterwards."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        yield
-
-
 class PictureLog:
     """Writes the epoch's pictures as PNGs (latest + per-epoch copy) and as TensorBoard images."""
 
@@ -137,45 +137,6 @@ class PictureLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-class SampleMetrics:
-    """Autoencoder-FID (and IS / Inception-FID when their weights are on disk) of `samples` generated images."""
-
-    def __init__(self, cfg: GenerationConfig, in_channels: int, train_set: Dataset, test_set: Dataset, log=print):
-        self.cfg, self.in_channels, self.log = cfg, in_channels, log
-        self.train_set = fixed_subset(train_set, cfg.train_samples, "--train-samples")
-        self.test_set = fixed_subset(test_set, cfg.test_samples, "--test-samples")
-        self.fid = None
-        self.inception_weights, message = find_inception_weights(cfg.inception_weights)
-        if message:
-            log(message)
-
-    def due(self, epoch: int) -> bool:
-        every = self.cfg.fid_every
-        return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == self.cfg.epochs)
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=shuffle, num_workers=self.cfg.workers)
-
-    def autoencoder_fid(self, run_dir: Path, device) -> AutoencoderFID:
-        if self.fid is None:
-            path = Path(self.cfg.fid_autoencoder or run_dir / "fid_autoencoder.pth")
-            with private_rng(device, self.cfg.seed):
-                self.fid = AutoencoderFID.load_or_train(
-                    path, self.in_channels, self.cfg.input_size, self._loader(self.train_set, True),
-                    self._loader(self.test_set, False), self.cfg.fid_autoencoder_epochs, device, self.log,
-                )
-        return self.fid
-
-    def __call__(self, model: nn.Module, run_dir: Path, device) -> dict[str, float]:
-        fid = self.autoencoder_fid(run_dir, device)
-        batches = [x.cpu() for x in generated_batches(model.sample, self.cfg.fid_samples, self.cfg.batch_size)]
-        metrics = {"autoencoder_fid": fid(batches)}
-        if self.inception_weights:
-            real = images_of(self._loader(self.test_set, False))
-            metrics.update(compute_inception_metrics(self.inception_weights, batches, real, device))
-        return metrics
 
 
 class GenerationTask(Task):
@@ -230,3 +191,17 @@ class GenerationTask(Task):
     def close(self) -> None:
         if self.pictures is not None:
             self.pictures.close()
+
+
+def train(cfg: GenerationConfig) -> dict:
+    """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
+    train_set, test_set = train_test_subsets(*load_generation_data(cfg.dataset, cfg.data_dir, cfg.input_size), cfg)
+    with Run(cfg, name=f"generation-{cfg.dataset}") as run:
+        model = build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)).to(run.device)
+        wanted = run.is_main and cfg.fid_every > 0 and not cfg.eval_only
+        metrics = SampleMetrics(cfg, CHANNELS[cfg.dataset], train_set, test_set) if wanted else None
+        task = GenerationTask(model, cfg, metrics)
+        try:
+            return fit(run, model, task, train_set, test_set, describe(cfg))
+        finally:
+            task.close()

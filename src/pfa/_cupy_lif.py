@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from pfa.neuron import LIFParams
+from pfa._lif_params import LIFParams
 
 STORAGE_TYPES = {torch.float32: "float", torch.float64: "double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")  # no fused multiply-add: rounds like spikingjelly's CPU path

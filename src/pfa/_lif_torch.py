@@ -11,12 +11,10 @@ surrogate gradient from H.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from pfa.neuron import LIFParams
+from pfa._lif_params import LIFParams
 
 CPU_CHUNK = 1 << 16  # neurons per chunk and CPU thread: each per-step operation works in cache
 

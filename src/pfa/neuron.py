@@ -18,31 +18,16 @@ surrogate_center=0.0)`. The state is computed in float32 (float64 for float64 in
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import torch
 from spikingjelly.activation_based import base
 
+from pfa._lif_params import LIFParams
 from pfa._lif_torch import _MultiStepLIF
 from pfa.errors import UserError
 
 BACKENDS = ("auto", "torch", "cupy")
 SURROGATES = ("atan", "rectangle")
-
-
-@dataclass(frozen=True)
-class LIFParams:
-    """Everything a backend needs to know about the neuron; `center` is the rectangle surrogate's resolved centre."""
-
-    tau: float
-    v_threshold: float
-    v_reset: float | None
-    detach_reset: bool
-    decay_input: bool
-    surrogate: str
-    alpha: float
-    width: float
-    center: float
 
 
 @functools.cache

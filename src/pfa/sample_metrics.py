@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from pfa.checkpoint import save_checkpoint
 from pfa.errors import UserError
 from pfa.models.ann_vae import ConvAutoencoder
+from pfa.models.fsvae import hidden_dims_for
 
 INCEPTION_WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 
@@ -54,7 +55,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
 def fid_autoencoder_for(in_channels: int, input_size: int) -> ConvAutoencoder:
     """FSVAE's feature extractors: latent 64 for 1-channel data, 128 for 3 channels; 5 stages for 64 px input."""
     latent_dim = 64 if in_channels == 1 else 128
-    hidden_dims = (32, 64, 128, 256, 512) if input_size == 64 else (32, 64, 128, 256)
+    hidden_dims = hidden_dims_for(input_size)
     return ConvAutoencoder(in_channels, latent_dim, hidden_dims)
 
 

@@ -26,6 +26,11 @@ def input_size_for(hidden_dims) -> int:
     return 2 ** (len(hidden_dims) + 1)
 
 
+def hidden_dims_for(input_size: int) -> tuple[int, ...]:
+    """The stages of FSVAE (32 px) or FSVAE-large (64 px) for an image side."""
+    return {input_size_for(dims): dims for dims in HIDDEN_DIMS.values()}[input_size]
+
+
 def pick_one_of_k(spikes: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """Bernoulli sample of each latent bit: one of its k spikes [..., k], chosen uniformly (or at `index` [..., 1])."""
     if index is None:

@@ -23,7 +23,7 @@ from pfa.data.subsets import train_test_subsets
 from pfa.engine import Run, StepResult, Task, fit
 from pfa.errors import UserError
 from pfa.models.ann_vae import AnnVAE
-from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, input_size_for
+from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, hidden_dims_for, input_size_for
 from pfa.sample_metrics import SampleMetrics, private_rng
 
 RECIPES = Path(__file__).resolve().parents[3] / "Generation" / "configs"
@@ -76,7 +76,8 @@ class GenerationConfig(TrainConfig):
             raise UserError(f"--fid-every must be 0 (never) or a positive integer, got {self.fid_every}")
         if self.fid_samples < 2:
             raise UserError(f"--fid-samples must be at least 2 (a covariance needs them), got {self.fid_samples}")
-        sizes = (32, 64) if self.model == "ann-vae" else (input_size_for(HIDDEN_DIMS[self.model]),)
+        sizes = tuple(map(input_size_for, HIDDEN_DIMS.values())) if self.model == "ann-vae" else (
+            input_size_for(HIDDEN_DIMS[self.model]),)
         if self.input_size not in sizes:
             raise UserError(f"--model {self.model} needs --input-size {' or '.join(map(str, sizes))} (down to FSVAE's "
                             f"2x2 bottleneck), got {self.input_size}")
@@ -96,7 +97,7 @@ def build_model(cfg: GenerationConfig, batches_per_epoch: int) -> nn.Module:
     """The configured model; the ANN VAE weights its KL term by 1 / batches_per_epoch as FSVAE's authors did."""
     channels = CHANNELS[cfg.dataset]
     if cfg.model == "ann-vae":
-        dims = HIDDEN_DIMS["fsvae" if cfg.input_size == 32 else "fsvae-large"]
+        dims = hidden_dims_for(cfg.input_size)
         return AnnVAE(channels, cfg.latent_dim, dims, kld_weight=1 / batches_per_epoch)
     return FSVAE(channels, cfg.latent_dim, cfg.time_steps, cfg.k, HIDDEN_DIMS[cfg.model], cfg.attention, cfg.rank,
                  cfg.distance, cfg.scheduled)

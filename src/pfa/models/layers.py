@@ -3,6 +3,8 @@
 Every block works on spikingjelly's multi-step layout [T, N, C, H, W].
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
@@ -30,6 +32,15 @@ def conv_bn(in_channels: int, out_channels: int, stride: int = 1, kernel_size: i
         nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding=kernel_size // 2, bias=False),
         nn.BatchNorm2d(out_channels),
     )
+
+
+def ranks_at(rank: int | Sequence[int], positions: tuple[int, ...], network: str) -> dict[int, int]:
+    """PFA's rank at each attention position: one int for all, or a sequence with one rank per position (in order)."""
+    if isinstance(rank, int):
+        return dict.fromkeys(positions, rank)
+    if len(rank) != len(positions):
+        raise ValueError(f"{network}: rank must be one int or one per attention position {positions}, got {rank}")
+    return dict(zip(positions, rank, strict=True))
 
 
 def to_time_first(x: torch.Tensor, T: int) -> torch.Tensor:

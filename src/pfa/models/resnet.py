@@ -6,12 +6,14 @@ basic residual block with the LIF after the sum. ResNet-19 is the tdBN paper's C
 the last FC has no neuron: its per-step outputs are real-valued logits (train with the "ce" or "tet" loss).
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attentions import make_attention
-from pfa.models.layers import conv_bn, scaled, spiking_neuron, to_time_first
+from pfa.models.layers import conv_bn, ranks_at, scaled, spiking_neuron, to_time_first
 
 ARCHS = {
     # name: (stem channels, ((channels, blocks, stride), ...), hidden FC width or 0)
@@ -48,7 +50,7 @@ class SpikingResNet(nn.Module):
         arch: "resnet18" or "resnet19".
         num_classes, T, in_channels: as in `SpikingVGG`.
         input_pool: if set, frames are first average-pooled to input_pool x input_pool.
-        attention, rank: the attention kind and PFA's rank.
+        attention, rank: the attention kind and PFA's rank (one int, or one per position as in `SpikingVGG`).
         positions: attention slots in use: 0 = after the stem, k = after stage k; default: after every stage.
         width: multiplies every channel count.
     """
@@ -61,7 +63,7 @@ class SpikingResNet(nn.Module):
         in_channels: int = 3,
         input_pool: int | None = None,
         attention: str = "pfa",
-        rank: int = 8,
+        rank: int | Sequence[int] = 8,
         positions: tuple[int, ...] | None = None,
         width: float = 1.0,
     ):
@@ -73,6 +75,7 @@ class SpikingResNet(nn.Module):
         positions = available[1:] if positions is None else tuple(positions)
         if not set(positions) <= set(available):
             raise ValueError(f"SpikingResNet: attention positions must be in {available}, got {positions}")
+        ranks = ranks_at(rank, positions, "SpikingResNet")
         self.T = T
         channels = scaled(stem, width)
         blocks: list[nn.Module] = []
@@ -80,14 +83,14 @@ class SpikingResNet(nn.Module):
             blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
         blocks += [conv_bn(in_channels, channels), spiking_neuron()]
         if 0 in positions:
-            blocks.append(make_attention(attention, T, channels, rank=rank))
+            blocks.append(make_attention(attention, T, channels, rank=ranks[0]))
         for index, (out_channels, depth, stride) in enumerate(stages, start=1):
             out_channels = scaled(out_channels, width)
             for block in range(depth):
                 blocks.append(BasicBlock(channels, out_channels, stride if block == 0 else 1))
                 channels = out_channels
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank=rank))
+                blocks.append(make_attention(attention, T, channels, rank=ranks[index]))
         self.features = nn.Sequential(*blocks)
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if hidden:

@@ -8,12 +8,14 @@ conv + BN + LIF turns it into spikes (direct encoding). Every conv is 3x3 conv +
 the last FC + LIF per step, [T, N, classes]; their mean over T is the firing rate the losses compare with the label.
 """
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attentions import make_attention
-from pfa.models.layers import conv_bn, scaled, spiking_neuron, to_time_first
+from pfa.models.layers import conv_bn, ranks_at, scaled, spiking_neuron, to_time_first
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
 
@@ -34,7 +36,8 @@ class SpikingVGG(nn.Module):
         input_pool: if set, frames of any size are first average-pooled to input_pool x input_pool (the reference's
             48), which then is the side the network sees.
         attention: "pfa", "ma" or "none" (see `pfa.attentions`).
-        rank: PFA's rank R.
+        rank: PFA's rank R: one for every position, or a sequence with one per position in the order of `positions`
+            (the reference's DVS128 Gesture network: 32, 32, 32, 32, 64).
         positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.
         width: multiplies every stage's channel count (1.0 = the paper's network; small values for smoke tests).
         static: direct encoding of still images; slot 0 is then not available (the input is not a spike tensor).
@@ -48,7 +51,7 @@ class SpikingVGG(nn.Module):
         image_size: int | None = None,
         input_pool: int | None = None,
         attention: str = "pfa",
-        rank: int = 8,
+        rank: int | Sequence[int] = 8,
         positions: tuple[int, ...] | None = None,
         width: float = 1.0,
         static: bool = False,
@@ -62,6 +65,7 @@ class SpikingVGG(nn.Module):
         positions = available if positions is None else tuple(positions)
         if not set(positions) <= set(available):
             raise ValueError(f"SpikingVGG: attention positions must be in {available}, got {positions}")
+        ranks = ranks_at(rank, positions, "SpikingVGG")
         self.T = T
         blocks: list[nn.Module] = []
         if input_pool is not None:
@@ -72,7 +76,7 @@ class SpikingVGG(nn.Module):
                 blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
                 side //= 2
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank=rank))
+                blocks.append(make_attention(attention, T, channels, rank=ranks[index]))
             for out_channels in stage:
                 out_channels = scaled(out_channels, width)
                 blocks += [conv_bn(channels, out_channels), spiking_neuron()]
@@ -80,7 +84,7 @@ class SpikingVGG(nn.Module):
         blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
         side //= 2
         if 4 in positions:
-            blocks.append(make_attention(attention, T, channels, rank=rank))
+            blocks.append(make_attention(attention, T, channels, rank=ranks[4]))
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
             layer.SeqToANNContainer(nn.Flatten(), nn.Linear(channels * side * side, num_classes)), spiking_neuron()

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from reference_snn import Weights, assert_close, batch_norm, fsvae_lif, per_rank_pfa
 
-from pfa.generation.fsvae import FSVAE
+from pfa.models.fsvae import FSVAE
 
 HIDDEN = (32, 64, 128, 256)
 

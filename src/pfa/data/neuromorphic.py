@@ -12,6 +12,7 @@ reproduce a run.
 """
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -38,6 +39,7 @@ from tqdm import tqdm
 from pfa.errors import UserError
 from pfa.runlog import write_json
 
+SPLITS = ("seeded", "reference")  # for datasets without an official split; see build_neuromorphic
 LOCK_NAME = ".pfa-build.lock"
 LOCK_POLL_S = 1.0
 
@@ -402,6 +404,20 @@ def split_per_class(files_by_class: dict[str, list[str]], test_fraction: float =
     return {"train": train, "test": test}
 
 
+def split_first_per_class(files_by_class: dict[str, list[str]], test_fraction: float = 0.1) -> dict:
+    """The reference's split, spikingjelly's ``split_to_train_test_set(1 - test_fraction, random_split=False)``: the
+    first ``ceil(n · (1 - test_fraction))`` files of each class in file order (sorted names) train, the rest test."""
+    if not 0 < test_fraction < 1:
+        raise UserError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    train, test = [], []
+    for cls in sorted(files_by_class):
+        files = sorted(files_by_class[cls])
+        n_train = math.ceil(len(files) * (1 - test_fraction))
+        train += files[:n_train]
+        test += files[n_train:]
+    return {"train": train, "test": test}
+
+
 def save_split(split: dict, path) -> None:
     """Write ``split`` as JSON atomically (a crash never leaves half a file)."""
     write_json(Path(path), split)
@@ -472,17 +488,21 @@ def _listing(folder: Path) -> tuple[list[str], dict[str, int]]:
 
 
 def build_neuromorphic(name: str, root, T: int, *, split_by: str = "number", seed: int = 2022,
-                       split: dict | None = None, test_fraction: float = 0.1, train_transform: Callable | None = None,
-                       test_transform: Callable | None = None, workers: int | None = None,
-                       progress: bool = True, wait: bool = True) -> EventData:
+                       split: dict | None = None, test_fraction: float = 0.1, split_method: str = "seeded",
+                       train_transform: Callable | None = None, test_transform: Callable | None = None,
+                       workers: int | None = None, progress: bool = True, wait: bool = True) -> EventData:
     """Train/test frame datasets of ``name`` under ``root`` with ``T`` frames each, built on first use.
 
     ``split``: a dict from an earlier call (``EventData.split``, e.g. reloaded with :func:`load_split`) to reuse;
-    without it the official split is taken, or a per-class random one is made from ``seed`` and ``test_fraction``.
+    without it the official split is taken, or one per class with ``test_fraction`` of each class on the test side:
+    ``split_method`` "seeded" draws them with ``seed`` (:func:`split_per_class`), "reference" takes the last ones in
+    file order as the reference code does (:func:`split_first_per_class`).
     Labels follow spikingjelly's class order (class folders sorted by name). ``workers``, ``progress``, ``wait``: see
     :func:`prepare_frames`; every rank of a distributed run may call this: one builds, the others wait.
     """
     spec = _spec(name)
+    if split_method not in SPLITS:
+        raise UserError(f"split_method must be one of {', '.join(SPLITS)}, got {split_method!r}")
     folder = prepare_frames(name, root, T, split_by, workers, progress, wait)
     if spec.official_split:
         classes, train_files = _listing(folder / "train")
@@ -497,8 +517,12 @@ def build_neuromorphic(name: str, root, T: int, *, split_by: str = "number", see
         by_class = {c: [] for c in classes}
         for f, label in files.items():
             by_class[classes[label]].append(f)
-        made = split_per_class(by_class, test_fraction, seed)
-        kind = f"per-class random, test fraction {test_fraction}, seed {seed}"
+        if split_method == "reference":
+            made = split_first_per_class(by_class, test_fraction)
+            kind = f"per-class first {1 - test_fraction:.0%} in file order (spikingjelly's split_to_train_test_set)"
+        else:
+            made = split_per_class(by_class, test_fraction, seed)
+            kind = f"per-class random, test fraction {test_fraction}, seed {seed}"
     if split is None:
         split = {"dataset": name, "kind": kind, **made}
     _check_split(split, name, set(files), folder)

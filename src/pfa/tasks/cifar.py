@@ -44,11 +44,15 @@ class CifarConfig(TrainConfig):
                                    "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
                                    "but slot 0 for resnets and for images]")
     T: int | None = arg(None, f"time steps: frames per recording, or repeats of an image {PER_DATASET}")
-    rank: int | None = arg(None, f"PFA's rank R, the connecting factor {PER_DATASET}")
+    rank: str | None = arg(None, "PFA's rank R, the connecting factor: one for every attention slot, or one per slot "
+                           f"in use separated by commas, e.g. 32,32,32,32,64 {PER_DATASET}")
     pool: int | None = arg(None, f"average-pool event frames to POOL x POOL first; 0 keeps them {PER_DATASET}")
     width: float = arg(1.0, "multiplies every channel count (1 = the paper's network; e.g. 0.25 for quick CPU runs)")
     augment: str = arg("reference", "training augmentation: reference (event frames: flip + one of rotate, shear, "
                        "cutout, roll; images: crop + flip) or none", choices=augment.POLICIES)
+    split: str = arg("seeded", "train/test split of CIFAR10-DVS and N-Caltech101 (the others have official ones): "
+                     "seeded (10 % of each class drawn with --seed) or reference (the last 10 % of each class in file "
+                     "order, as the reference's spikingjelly split_to_train_test_set)", choices=neuromorphic.SPLITS)
     split_by: str = arg("number", "how spikingjelly integrates events into T frames", choices=("number", "time"))
     report: bool = arg(False, "after training (or --eval-only), print and save report.json: parameters per layer, "
                        "spike rates and synaptic operations on one test batch")
@@ -59,6 +63,10 @@ class CifarConfig(TrainConfig):
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         return values.get("dataset")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, str) and self.rank.strip().lstrip("-").isdigit():
+            self.rank = int(self.rank)  # one rank, as a flag or in YAML: an int like the other fields
+
     def validate(self) -> None:
         if self.dataset is None:
             raise UserError(f"--dataset is required: one of {', '.join(DATASETS)}")
@@ -66,14 +74,14 @@ class CifarConfig(TrainConfig):
         if missing:
             raise UserError(f"recipe CIFAR/configs/{self.dataset}.yaml lacks {', '.join(missing)}; add them to it")
         super().validate()
-        for name in ("T", "rank"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"--{name} must be a positive integer, got {getattr(self, name)}")
+        if self.T <= 0:
+            raise UserError(f"--T must be a positive integer, got {self.T}")
         if self.pool < 0:
             raise UserError(f"--pool must be a frame size in pixels, or 0 to keep the frames, got {self.pool}")
         if self.width <= 0:
             raise UserError(f"--width must be a positive channel multiplier, got {self.width}")
         self.positions()
+        self.ranks()
 
     def positions(self) -> tuple[int, ...] | None:
         """--attention-at as slot numbers (None: the network's default slots)."""
@@ -91,6 +99,26 @@ class CifarConfig(TrainConfig):
             raise UserError(f"--attention-at {self.attention_at}: {self.arch} on {data} has attention slots "
                             f"{', '.join(map(str, slots))}; choose among them")
         return positions
+
+    def ranks(self) -> int | tuple[int, ...]:
+        """--rank as one rank for every attention slot, or a tuple with one per slot in use."""
+        text = str(self.rank)
+        try:
+            ranks = tuple(int(rank) for rank in text.split(","))
+        except ValueError:
+            raise UserError(f"--rank expects a positive integer, or one per attention slot separated by commas "
+                            f"(e.g. 32,32,32,32,64); got {text!r}") from None
+        if min(ranks) <= 0:
+            raise UserError(f"--rank must be a positive integer, got {text}")
+        if len(ranks) == 1:
+            return ranks[0]
+        images = self.dataset in IMAGE_DATASETS
+        slots = self.positions() or (vgg.attention_slots(images) if self.arch == "vgg"
+                                     else resnet.attention_slots(self.arch)[1:])
+        if len(ranks) != len(slots):
+            raise UserError(f"--rank {text} gives {len(ranks)} ranks for {len(slots)} attention slots "
+                            f"({','.join(map(str, slots))}): give one rank, or one per slot")
+        return ranks
 
 
 @dataclass
@@ -119,8 +147,8 @@ def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
     previous = Path(cfg.resume).parent / "split.json" if cfg.resume else None
     split = neuromorphic.load_split(previous) if previous is not None and previous.exists() else None
     data = neuromorphic.build_neuromorphic(cfg.dataset, cfg.data_dir, cfg.T, split_by=cfg.split_by, seed=cfg.seed,
-                                           split=split, train_transform=augment.build_augment(cfg.augment),
-                                           progress=progress)
+                                           split=split, split_method=cfg.split,
+                                           train_transform=augment.build_augment(cfg.augment), progress=progress)
     _, channels, height, width = data.frame_shape
     train, test = train_test_subsets(data.train, data.test, cfg)
     return Data(train, test, len(data.classes), channels, (height, width), images=False, split=data.split)
@@ -129,7 +157,7 @@ def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
 def model_arguments(cfg: CifarConfig, data: Data) -> dict:
     """Keyword arguments of the network class for cfg and data (also its description in checkpoints)."""
     common = dict(num_classes=data.num_classes, T=cfg.T, in_channels=data.in_channels, attention=cfg.attention,
-                  rank=cfg.rank, positions=cfg.positions(), width=cfg.width)
+                  rank=cfg.ranks(), positions=cfg.positions(), width=cfg.width)
     pool = cfg.pool if cfg.pool and not data.images else None
     if cfg.arch != "vgg":
         return dict(arch=cfg.arch, input_pool=pool, **common)

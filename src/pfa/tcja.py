@@ -9,8 +9,9 @@ For X [T, N, C, H, W]:
 4. cross convolutional fusion (CCF): A = sigmoid(TLA(Z) * CLA(Z)), one weight per (n, t, c); Y = A * X.
 
 Both convolutions are bias-free with "same" zero padding, (k - 1) // 2 before and the rest after, as PyTorch's
-padding="same" (for an even kernel the extra tap looks ahead, as in the paper's public code), so the module has kernel_size_t * C^2 + kernel_size_c * T^2 parameters. The paper's public code uses kernel 4 for both on
-DVS128 Gesture; its ablation found small kernels best, hence the default 2.
+padding="same" (for an even kernel the extra tap looks ahead, as in the paper's public code), so the module has
+kernel_size_t * C^2 + kernel_size_c * T^2 parameters. The paper's public code uses kernel 4 for both on DVS128
+Gesture; its ablation found small kernels best, hence the default 2.
 """
 
 import torch

@@ -123,8 +123,8 @@ class Data:
     images: bool  # still images (direct encoding) rather than event frames
 
 
-def load_data(cfg: CifarConfig, run: Run) -> Data:
-    """The datasets of cfg.dataset; for event data, also writes the split to <run dir>/split.json.
+def load_data(cfg: CifarConfig, run: Run | None = None) -> Data:
+    """The datasets of cfg.dataset; for event data with a `run`, also writes the split to <run dir>/split.json.
 
     Resuming reuses the split.json found beside the --resume checkpoint, so the test side never changes.
     """
@@ -138,10 +138,11 @@ def load_data(cfg: CifarConfig, run: Run) -> Data:
     split = neuromorphic.load_split(previous) if previous is not None and previous.exists() else None
     data = neuromorphic.build_neuromorphic(cfg.dataset, cfg.data_dir, cfg.T, split_by=cfg.split_by, seed=cfg.seed,
                                            split=split, train_transform=augment.build_augment(cfg.augment),
-                                           progress=run.is_main)
-    run.prepare_dir()
-    if run.is_main:
-        neuromorphic.save_split(data.split, run.dir / "split.json")
+                                           progress=run is None or run.is_main)
+    if run is not None:
+        run.prepare_dir()
+        if run.is_main:
+            neuromorphic.save_split(data.split, run.dir / "split.json")
     _, channels, height, width = data.frame_shape
     return Data(data.train, data.test, len(data.classes), channels, (height, width), images=False)
 

@@ -130,6 +130,8 @@ def test_clear_errors():
         pfa.attach(net, frames(), after=["fc"])
     with pytest.raises(UserError, match=r"failed on the example \[2, 3, 32, 32\].*time-first \[T, N, C, H, W\]"):
         pfa.attach(net, frames()[0])  # [N, C, H, W]: not time-first
+    with pytest.raises(UserError, match="'layer2.0.sn1' lies inside 'layer2'"):
+        pfa.attach(net, frames(), after=["layer2", "layer2.0.sn1"])
     with pytest.raises(UserError, match="time-first input batch"):
         pfa.attach(net, torch.rand(2, 3))
     with pytest.raises(UserError, match="no spiking neuron accepted by the predicate"):

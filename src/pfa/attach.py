@@ -112,6 +112,11 @@ def choose(model: nn.Module, shapes: dict[str, list[torch.Size]], after: Selecto
             raise UserError(f"attach: module {name!r} must output [T, N, C, H, W] to take attention after it, "
                             f"but it output {seen}")
         chosen[name] = shape
+    nested = [(outer, inner) for outer in chosen for inner in chosen if inner.startswith(outer + ".")]
+    if nested:
+        outer, inner = nested[0]
+        raise UserError(f"attach: {inner!r} lies inside {outer!r}; attention after both would rename the inner one, "
+                        "name one of them")
     return chosen
 
 

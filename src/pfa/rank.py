@@ -173,8 +173,9 @@ def save_plot(advice: dict, path: Path) -> None:
         if not position["samples"]:
             continue
         ranks = [int(r) for r in position["errors"]]
+        advice_text = f"R={position['recommended_rank']}" if position["recommended_rank"] else f"R>{ranks[-1]}"
         axes.plot(ranks, list(position["errors"].values()), marker="o",
-                  label=f"{position['name']} {position['shape']} -> R={position['recommended_rank']}")
+                  label=f"{position['name']} {position['shape']}: {advice_text}")
     axes.axhline(1 - advice["target_fit"], linestyle="--", color="grey", label=f"target fit {advice['target_fit']}")
     axes.set(xlabel="CP rank R", ylabel="relative reconstruction error", ylim=(0, None),
              title=f"CP fit of the attention inputs ({advice['samples']} samples)")

@@ -13,6 +13,7 @@ import yaml
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pfa.attentions import attention_kinds
 from pfa.config import parse_config
 from pfa.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
 from pfa.errors import UserError
@@ -221,4 +222,4 @@ def test_help_exits_cleanly(capsys):
         run_py.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    assert "--quick" in text and "--save-attention" in text and "--attention {none,pfa,ma}" in text
+    assert "--quick" in text and "--save-attention" in text and f"--attention {{{','.join(attention_kinds())}}}" in text

@@ -2,6 +2,8 @@
 
     make_attention("pfa", T=12, C=128, rank=8)      # PFA
     make_attention("ma", T=12, C=128)               # MA-SNN, spikingjelly's MultiDimensionalAttention
+    make_attention("ta", T=12, C=128)               # TA-SNN, spikingjelly's TemporalWiseAttention
+    make_attention("tcja", T=12, C=128)             # TCJA-SNN (pfa.tcja)
     make_attention("none", T=12, C=128)             # nn.Identity
 
 Each kind is a builder `(T, C, **options) -> nn.Module` registered with `@register(kind, *module_types)`; options a
@@ -16,6 +18,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attention import PFA
+from pfa.tcja import TCJA
 
 Builder = Callable[..., nn.Module]
 _BUILDERS: dict[str, Builder] = {}
@@ -64,15 +67,32 @@ def _pfa(T: int, C: int, rank: int = 8, kernel_size: int = 3, fusion: str = "mul
     return PFA(T, C, rank, kernel_size=kernel_size, fusion=fusion, weights=weights)
 
 
-def ma_reductions(T: int, C: int) -> tuple[int, int]:
-    """MA-SNN's temporal and channel reduction ratios, capped so that T >= reduction_t and C >= reduction_c.
+def temporal_reduction(T: int) -> int:
+    """The reduction ratio of a squeeze-excitation MLP over T steps (MA-SNN's and TA-SNN's), capped at T.
 
-    MultiDimensionalAttention asserts both; its defaults (16, 16) fail for T < 16 and for the 2-channel event input.
+    spikingjelly's MultiDimensionalAttention and TemporalWiseAttention assert T >= reduction; their default 16 fails
+    for T < 16.
     """
-    return min(4, T), min(16, C)
+    return min(4, T)
+
+
+def ma_reductions(T: int, C: int) -> tuple[int, int]:
+    """MA-SNN's temporal and channel reduction ratios, capped so that T >= reduction_t and C >= reduction_c
+    (the channel default 16 fails for the 2-channel event input)."""
+    return temporal_reduction(T), min(16, C)
 
 
 @register("ma", layer.MultiDimensionalAttention)
 def _ma(T: int, C: int) -> nn.Module:
     reduction_t, reduction_c = ma_reductions(T, C)
     return layer.MultiDimensionalAttention(T, C, reduction_t=reduction_t, reduction_c=reduction_c)
+
+
+@register("ta", layer.TemporalWiseAttention)
+def _ta(T: int, C: int) -> nn.Module:
+    return layer.TemporalWiseAttention(T, reduction=temporal_reduction(T), dimension=4)
+
+
+@register("tcja", TCJA)
+def _tcja(T: int, C: int, kernel_size_t: int = 2, kernel_size_c: int = 2) -> TCJA:
+    return TCJA(T, C, kernel_size_t=kernel_size_t, kernel_size_c=kernel_size_c)

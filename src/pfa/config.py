@@ -211,7 +211,7 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     flags = vars(build_parser(cls, prog).parse_args(argv))
     values = _yaml_values(cls, flags["config"], "--config") if flags.get("config") else {}
     values.update(flags)
-    recipe = cls.recipe_name(values)
+    recipe = cls.recipe_name(values) if issubclass(cls, TrainConfig) else None
     merged = recipe_values(cls, recipe) if recipe else {}
     merged.update(values)
     cfg = cls(**merged)

@@ -117,7 +117,7 @@ def install(root: Path) -> int:
     for message, command in ((f"pip install {' '.join(TORCH)} (the first time: a large download)",
                               [python, "-m", "pip", "install", *TORCH]),
                              ("pip install -e '.[test]' (this project, its dependencies, pytest, ruff, hadolint)",
-                              [python, "-m", "pip", "install", "-e", ".[test]"])):
+                              [python, "-m", "pip", "install", "-e", ".[test]", *TORCH])):  # pins: torch stays
         rc = step(message, command, root)
         if rc:
             say(f"pip failed (exit {rc}); fix the error above and rerun")
@@ -129,12 +129,13 @@ def install(root: Path) -> int:
 def install_data(root: Path) -> None:
     prefix = apt_prefix(os.geteuid() if hasattr(os, "geteuid") else None, shutil.which("apt-get") is not None,
                         sudo_works)
-    if prefix is not None:
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        rc = step("apt-get update", prefix + ["apt-get", "update", "-qq"], root, env)
-        if rc == 0:
-            step("apt-get install dataset-fashion-mnist (the real Fashion-MNIST files)",
-                 prefix + ["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], root, env)
+    if prefix is None:
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in (["update", "-qq"], ["install", "-y", "-qq", "dataset-fashion-mnist"]):
+        command = prefix + ["apt-get", *args]
+        if step(" ".join(c for c in command if c != "-qq"), command, root, env):
+            return
 
 
 def setup(root: Path, look_for_data: bool) -> int:
@@ -159,6 +160,10 @@ def setup(root: Path, look_for_data: bool) -> int:
     return 0
 
 
+def child_command(root: Path, command: str, args: list[str]) -> list[str]:
+    return [str(venv_python(root)), *COMMANDS[command], *args]
+
+
 def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     argv = sys.argv[1:] if argv is None else argv
     problem = python_problem()
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     rc = setup(root, wants_data(args))
     if rc or COMMANDS[command] is None:
         return rc
-    child = [str(venv_python(root)), *COMMANDS[command], *args]
+    child = child_command(root, command, args)
     bin_dir = str(venv_python(root).parent)  # as if .venv were activated: pytest finds ruff, hadolint, torchrun there
     env = dict(os.environ, VIRTUAL_ENV=str(root / ".venv"), PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     say("running " + " ".join(["python", *COMMANDS[command], *args]))

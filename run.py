@@ -181,7 +181,10 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     bin_dir = str(venv_python(root).parent)  # as if .venv were activated: pytest finds ruff, hadolint, torchrun there
     env = dict(os.environ, VIRTUAL_ENV=str(root / ".venv"), PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
     say("running " + " ".join(["python", *COMMANDS[command], *args]))
-    return subprocess.run(child, cwd=root, env=env).returncode
+    if os.name != "posix":
+        return subprocess.run(child, cwd=root, env=env).returncode
+    os.chdir(root)
+    os.execve(child[0], child, env)  # the job replaces this process: it gets the signals and sets the exit status
 
 
 if __name__ == "__main__":

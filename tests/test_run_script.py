@@ -4,6 +4,8 @@ import ast
 import importlib.util
 import json
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -70,14 +72,19 @@ def test_missing_venv_python_is_created(project, calls):
     assert calls == ["venv"]
 
 
-def test_quick_passes_arguments_through_and_returns_the_child_exit_code(project, capsys):
+def test_quick_passes_arguments_through_and_exits_with_the_child_status(project):
+    """The real script in a process of its own, its .venv faked and up to date, FMNIST/run.py a stand-in."""
+    shutil.copy(ROOT / "run.py", project / "run.py")
     (project / "FMNIST").mkdir()
     (project / "FMNIST" / "run.py").write_text(CHILD)
-    assert script.main(["quick", "--epochs", "5", "--data-dir=/d"], project) == 7
+    result = subprocess.run([sys.executable, "run.py", "quick", "--epochs", "5", "--data-dir=/d"], cwd=project,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 7, result.stdout + result.stderr
     child = json.loads((project / "child.json").read_text())
     assert child["argv"] == ["--quick", "--epochs", "5", "--data-dir=/d"]
     assert child["venv"] == str(project / ".venv") and child["path0"] == str(script.venv_python(project).parent)
-    assert "running python FMNIST/run.py --quick --epochs 5 --data-dir=/d" in capsys.readouterr().out
+    assert result.stdout.splitlines() == ["[run.py] .venv is up to date (delete .venv to reinstall)",
+                                          "[run.py] running python FMNIST/run.py --quick --epochs 5 --data-dir=/d"]
 
 
 def test_test_command_is_pytest_with_the_extra_arguments(project):

@@ -21,7 +21,7 @@ from pfa.errors import UserError  # noqa: E402
 from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
 from pfa.visualize import save_attention_figures  # noqa: E402
 
-QUICK = {"width": 32, "epochs": 3, "batch_size": 64, "lr": 2e-3, "t_max": 3, "dropout": 0.3}
+QUICK = {"width": 32, "epochs": 3, "batch_size": 64, "lr": 2e-3, "t_max": None, "dropout": 0.3}  # t_max: --epochs
 
 
 @dataclass
@@ -39,6 +39,7 @@ class FMNISTConfig(TrainConfig):
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
     PROFILES = {"quick": QUICK}
+    RESUME_FREE = ("save_attention",)
 
     def validate(self) -> None:
         super().validate()
@@ -50,7 +51,8 @@ class FMNISTConfig(TrainConfig):
         if self.save_attention < 0:
             raise UserError(f"--save-attention must be 0 or more images, got {self.save_attention}")
         if self.save_attention and self.attention != "pfa":
-            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; use --attention pfa")
+            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; "
+                            "use --attention pfa")
 
 
 def describe(cfg: FMNISTConfig) -> str:

@@ -39,9 +39,8 @@ def test_profile_switched_on_by_yaml(tmp_path):
 
 
 def test_saved_config_reloads_to_the_same_config(tmp_path):
-    cfg = parse_config(DemoConfig, ["--width", "5", "--optimizer", "sgd", "--train-samples", "100", "--eval-only",
-                                    "--resume", "x.pth"])
-    save_config(cfg, tmp_path / "config.yaml")
+    cfg = parse_config(DemoConfig, ["--width", "5", "--optimizer", "sgd", "--train-samples", "100", "--fast"])
+    save_config(cfg, tmp_path / "config.yaml", {"command": "demo --width 5", "host": "h"})
     reloaded = parse_config(DemoConfig, ["--config", str(tmp_path / "config.yaml")])
     assert dataclasses.replace(reloaded, config=None) == cfg
 

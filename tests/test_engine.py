@@ -1,10 +1,12 @@
 import json
 import math
+import socket
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch.utils.data import TensorDataset
 
@@ -83,7 +85,12 @@ def test_run_directory_contents(tmp_path):
     record, _ = train(config(tmp_path, epochs=2))
     run_dir = tmp_path / "run"
     assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "tensorboard", "checkpoint_latest.pth",
-                                                   "checkpoint_best.pth", "metrics.json"}
+                                                   "checkpoint_best.pth", "metrics.json", "metrics.jsonl"}
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and history[-1] == record
+    provenance = yaml.safe_load((run_dir / "config.yaml").read_text())["provenance"]
+    assert provenance["host"] == socket.gethostname() and "pytest" in provenance["command"]
+    assert provenance["versions"]["torch"] == str(torch.__version__) and provenance["versions"]["spikingjelly"]
     metrics = read(run_dir / "metrics.json")
     assert set(metrics) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"}
     assert metrics == record and metrics["epoch"] == 2 and 0 <= metrics["test_acc"] <= 1

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pfa._lif_torch import propagate_non_finite
+
 if TYPE_CHECKING:
     from pfa.neuron import LIFParams
 
@@ -169,6 +171,7 @@ class CupyMultiStepLIF(torch.autograd.Function):
         constants = [scalar(params.tau), scalar(params.v_threshold), scalar(reset)]
         flags = [np.int32(params.decay_input), np.int32(params.v_reset is None)]
         _launch(forward_kernel, x.device, numel, *pointers, np.int64(numel), np.int32(steps), *constants, *flags)
+        propagate_non_finite(spikes, v)
         ctx.params, ctx.storage, ctx.scalar = params, storage, scalar
         if needs_grad:
             ctx.save_for_backward(h_seq)

@@ -327,8 +327,8 @@ def _check_weights(run: Run, model: nn.Module, epoch: int) -> None:
     """Before a save: a checkpoint with a NaN or an infinity is never written."""
     bad = non_finite(model.state_dict())
     if bad:
-        raise _stopped(run, f"the weights became non-finite in epoch {epoch + 1}'s last step ({len(bad)} tensors, "
-                            f"e.g. {bad[0]})")
+        raise _stopped(run, f"the weights became non-finite during epoch {epoch + 1} ({len(bad)} of "
+                            f"{len(model.state_dict())} tensors, e.g. {bad[0]})")
 
 
 def train_epoch(run: Run, net: nn.Module, model: nn.Module, task: Task, loader: DataLoader, optimizer, scaler,

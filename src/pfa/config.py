@@ -238,7 +238,7 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     from_yaml = load_yaml(flags["config"]) if flags.get("config") else {}
-    unknown = sorted(set(from_yaml) - set(names) - set(cls.UNUSED) - {"config"})
+    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(cls.UNUSED)))
     if unknown:
         raise UserError(f"--config {flags['config']}: unknown key(s) {', '.join(unknown)}; "
                         f"valid keys are the flag names, e.g. {', '.join(list(names)[1:6])}")

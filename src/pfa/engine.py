@@ -412,6 +412,14 @@ def _restore_training(cfg: TrainConfig, checkpoint: dict, optimizer, scheduler, 
     return changes
 
 
+def _metrics_epoch(folder: Path) -> int | None:
+    """The epoch metrics.json describes (None if it is missing or unreadable)."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Dataset, arch: str) -> dict[str, Any]:
     """Train (or, with cfg.eval_only, evaluate) `model` on the run's device; returns the last metrics record.
 
@@ -450,6 +458,10 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
     if checkpoint is not None:
         start, best, history = checkpoint["epoch"], checkpoint["best"], checkpoint.get("history", [])
         if start >= cfg.epochs:
+            if history and _metrics_epoch(run.dir) != start:  # killed after its last checkpoint, before its metrics
+                run.prepare_dir({}, resumed_at=start)
+                RunLog(run.dir, run.is_main, first_epoch=start, history=history).close()
+                return history[-1]
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
         changes = _restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
         set_rng_state(checkpoint["rng"])

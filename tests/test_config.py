@@ -131,6 +131,11 @@ def test_yaml_null_for_a_required_value_and_non_utf8_bytes(tmp_path):
         parse_config(DemoConfig, ["--config", str(tmp_path / "b.yaml")])
 
 
+def test_a_recipes_mixed_precision_is_dropped_on_cpu(tmp_path):
+    cfg = parse_config(DemoConfig, ["--config", write(tmp_path / "c.yaml", "amp: fp16\n"), "--device", "cpu"])
+    assert cfg.amp == "none"
+
+
 def test_t_max_null_follows_epochs(tmp_path):
     cfg = parse_config(DemoConfig, ["--config", write(tmp_path / "c.yaml", "t_max: null\n"), "--epochs", "5"])
     assert cfg.t_max is None and cfg.cosine_t_max == 5

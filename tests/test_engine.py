@@ -338,3 +338,5 @@ def test_tensorboard_has_step_losses_and_hparams(tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"train/loss", "train/acc", "test/loss", "test/acc", "run/lr", "run/seconds"} <= tags
     assert [s.value for s in events.Scalars("final/test_acc")] == [pytest.approx(record["test_acc"])]
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+    assert len(list((tmp_path / "run/tensorboard").iterdir())) == 1  # one event file

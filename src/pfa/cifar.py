@@ -81,8 +81,8 @@ class CifarConfig(TrainConfig):
 
     def __post_init__(self) -> None:
         for name, value in DEFAULTS.get(self.dataset, {}).items():
-            if getattr(self, name) is None:  # the per-dataset mixed precision applies on CUDA; --amp on CPU is refused
-                setattr(self, name, "none" if name == "amp" and not str(self.device).startswith("cuda") else value)
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self) -> None:
         if self.dataset is None:

@@ -107,9 +107,15 @@ class RunLog:
         """The run's settings beside its final metrics, for TensorBoard's HPARAMS tab."""
         if not self.enabled or not final:
             return
-        hparams = {k: v if _scalar(v) or isinstance(v, str | bool) else str(v) for k, v in settings.items()}
+        from torch.utils.tensorboard.summary import hparams
+
+        values = {k: v if _scalar(v) or isinstance(v, str | bool) else str(v) for k, v in settings.items()}
         metrics = {f"final/{k}": v for k, v in final.items() if k != "epoch" and _scalar(v)}
-        self.writer.add_hparams(hparams, metrics, run_name=".")
+        # what SummaryWriter.add_hparams writes, but into this run's event file rather than a second one
+        for summary in hparams(values, metrics):
+            self.writer._get_file_writer().add_summary(summary)
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, final["epoch"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -1,8 +1,12 @@
+import errno
+import math
+import os
+
 import pytest
 import torch
 import torch.nn as nn
 
-from pfa.checkpoint import load_checkpoint, model_signature, save_checkpoint
+from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
 from pfa.errors import UserError
 
 
@@ -77,3 +81,45 @@ def test_signature_depends_on_names_and_shapes_not_values():
     assert model_signature(nn.Linear(4, 2)) == model_signature(nn.Linear(4, 2))
     assert model_signature(nn.Linear(4, 2)) != model_signature(nn.Linear(4, 3))
     assert model_signature(nn.Linear(4, 2)) != model_signature(nn.Sequential(nn.Linear(4, 2)))
+
+
+@pytest.mark.parametrize("drop", ["model", "signature", "epoch"])
+def test_a_checkpoint_missing_entries_is_named(tmp_path, drop):
+    state = state_for(nn.Linear(2, 2), "net")
+    del state[drop]
+    save_checkpoint(tmp_path / "c.pth", state)
+    with pytest.raises(UserError, match=f"c.pth lacks {drop}; it was not written by a training run"):
+        load_checkpoint(tmp_path / "c.pth", nn.Linear(2, 2), "net")
+
+
+def test_a_training_resume_needs_the_training_state(tmp_path):
+    save_checkpoint(tmp_path / "c.pth", state_for(nn.Linear(2, 2), "net"))
+    with pytest.raises(UserError, match="c.pth lacks optimizer, rng"):
+        load_checkpoint(tmp_path / "c.pth", nn.Linear(2, 2), "net", needs=("optimizer", "rng"))
+
+
+def test_a_reshaped_tensor_is_refused(tmp_path):
+    state = state_for(nn.Linear(3, 4), "net")
+    state["model"]["weight"] = state["model"]["weight"].reshape(2, 6)
+    save_checkpoint(tmp_path / "c.pth", state)
+    with pytest.raises(UserError, match=r"c.pth does not fit net: weight is \(2, 6\) there, \(4, 3\) here"):
+        load_checkpoint(tmp_path / "c.pth", nn.Linear(3, 4), "net")
+
+
+def test_a_full_disk_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint_latest.pth"
+    save_checkpoint(path, state_for(nn.Linear(2, 2), "net"))
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(UserError, match=r"cannot write .*checkpoint_latest.pth: No space left on device; the previous"):
+        save_checkpoint(path, state_for(nn.Linear(2, 2), "net"))
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint_latest.pth"]
+
+
+def test_non_finite_names_the_tensors():
+    assert non_finite({"a": torch.ones(2), "b": torch.tensor([1.0, math.nan]), "c": torch.tensor([math.inf]),
+                       "n": torch.tensor([3])}) == ["b", "c"]

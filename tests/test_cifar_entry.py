@@ -120,14 +120,17 @@ def test_resume_reuses_the_saved_split_and_eval_only_reports(event_root, tmp_pat
     assert neuromorphic.split_per_class(files, seed=2)["test"] != first["test"]  # seed 2 alone would split otherwise
 
     resume = ["--resume", out / "checkpoint_latest.pth", "--epochs", 2]
-    run(["--dataset", "cifar10dvs", "--data-dir", root, "--out-dir", out, "--seed", 2, *TINY, *resume])
+    with pytest.raises(SystemExit):  # a resumed run keeps its seed (and so its split)
+        run(["--dataset", "cifar10dvs", "--data-dir", root, "--seed", 2, *TINY, *resume])
+    assert "--seed 2 contradicts the run being resumed (seed: 1 in" in capsys.readouterr().err
+    run(["--dataset", "cifar10dvs", "--data-dir", root, *TINY, *resume])
     assert json.loads((out / "split.json").read_text()) == first
     assert json.loads((out / "metrics.json").read_text())["epoch"] == 2
 
     evaluated = tmp_path / "eval"
     capsys.readouterr()
     evaluate = ["--eval-only", "--resume", out / "checkpoint_best.pth", "--report"]
-    run(["--dataset", "cifar10dvs", "--data-dir", root, "--out-dir", evaluated, "--seed", 3, *TINY, *evaluate])
+    run(["--dataset", "cifar10dvs", "--data-dir", root, "--out-dir", evaluated, *TINY, *evaluate])
     assert json.loads((evaluated / "split.json").read_text()) == first
     report = json.loads((evaluated / "report.json").read_text())
     weights = torch.load(out / "checkpoint_best.pth", weights_only=True)["model"]

@@ -1,13 +1,17 @@
 import json
 import math
+import socket
+import traceback
 
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch.utils.data import TensorDataset
 
+from pfa.checkpoint import save_checkpoint
 from pfa.config import TrainConfig
 from pfa.data.subsets import fixed_subset
 from pfa.engine import ClassificationTask, Run, build_optimizer, fit
@@ -84,7 +88,12 @@ def test_run_directory_contents(tmp_path):
     record, _ = train(config(tmp_path, epochs=2))
     run_dir = tmp_path / "run"
     assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "tensorboard", "checkpoint_latest.pth",
-                                                   "checkpoint_best.pth", "metrics.json"}
+                                                   "checkpoint_best.pth", "metrics.json", "metrics.jsonl"}
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2] and history[-1] == record
+    provenance = yaml.safe_load((run_dir / "config.yaml").read_text())["provenance"]
+    assert provenance["host"] == socket.gethostname() and "pytest" in provenance["command"]
+    assert provenance["versions"]["torch"] == str(torch.__version__) and provenance["versions"]["spikingjelly"]
     metrics = read(run_dir / "metrics.json")
     assert set(metrics) == {"epoch", "train_loss", "train_acc", "test_loss", "test_acc", "best_test_acc"}
     assert metrics == record and metrics["epoch"] == 2 and 0 <= metrics["test_acc"] <= 1
@@ -199,3 +208,136 @@ def test_losses_against_direct_formulas():
     assert classification_loss("tet")(out, labels) == pytest.approx(per_step.item())
     regularised = 0.7 * per_step + 0.3 * ((out - 1) ** 2).mean()
     assert classification_loss("tet", 0.3)(out, labels) == pytest.approx(regularised.item())
+
+
+class GradNaNTask(ClassificationTask):
+    """A finite loss whose gradients are NaN at epoch 1, step 4."""
+
+    def on_epoch_start(self, epoch):
+        self.epoch, self.step = epoch, 0
+
+    def train_step(self, model, batch):
+        result = super().train_step(model, batch)
+        if (self.epoch, self.step) == (0, 3):
+            result.loss = _NaNGrad.apply(result.loss)
+        self.step += 1
+        return result
+
+
+class _NaNGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * math.nan
+
+
+def test_non_finite_gradients_with_a_finite_loss_stop_at_the_step(tmp_path):
+    with pytest.raises(UserError, match=r"the gradients became non-finite at epoch 1, step 4 \(loss 0\.\d+\); stopped, "
+                                        r"no epoch had finished, nothing saved"):
+        train(config(tmp_path), GradNaNTask())
+    assert not (tmp_path / "run/checkpoint_latest.pth").exists() and not (tmp_path / "run/metrics.json").exists()
+
+
+class InfWeightTask(ClassificationTask):
+    """Sets a weight to inf after the last step of the second epoch: no step's loss shows it, the save check does."""
+
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def after_optimizer_step(self, model):
+        self.steps += 1
+        if self.steps == 12:
+            with torch.no_grad():
+                next(model.parameters())[0, 0] = math.inf
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    with pytest.raises(UserError, match=r"the weights became non-finite during epoch 2 \(1 of 4 tensors, e\.g\. "
+                                        r"layers\.0\.0\.weight\); stopped, the last good checkpoint is"):
+        train(config(tmp_path), InfWeightTask())
+    state = torch.load(tmp_path / "run/checkpoint_latest.pth", weights_only=True)
+    assert state["epoch"] == 1 and not (tmp_path / "run/.checkpoint_latest.pth.tmp").exists()
+
+
+def test_eval_only_and_resume_refuse_a_non_finite_checkpoint(tmp_path):
+    train(config(tmp_path, epochs=1))
+    state = torch.load(tmp_path / "run/checkpoint_latest.pth", weights_only=True)
+    state["model"]["layers.3.0.bias"][1] = math.nan
+    save_checkpoint(tmp_path / "nan.pth", state)
+    for extra in ({"eval_only": True}, {}):
+        with pytest.raises(UserError, match=r"nan.pth holds non-finite weights \(1 tensors, e.g. layers.3.0.bias\)"):
+            train(config(tmp_path, "again", epochs=2, resume=str(tmp_path / "nan.pth"), out_dir=None, **extra))
+
+
+def test_no_host_synchronisation_per_step(tmp_path, monkeypatch):
+    """Reads of tensor values (item, tolist, bool) per run do not grow with the number of steps; the optimiser's own
+    step counters (CPU tensors, unless `capturable`) are not device reads and are left out."""
+    reads = []
+    for name in ("item", "tolist", "__bool__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original):
+            if "torch/optim/" not in traceback.extract_stack(limit=2)[0].filename:
+                reads.append(1)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for batch_size in (32, 8):  # 3 and 12 steps per epoch
+        reads.clear()
+        train(config(tmp_path, f"b{batch_size}", batch_size=batch_size))
+        counts.append(len(reads))
+    assert counts[0] == counts[1]
+
+
+def test_changed_schedule_on_resume_takes_effect_and_is_recorded(tmp_path):
+    train(config(tmp_path, epochs=2, scheduler="cosine", t_max=None))  # t_max null: follows --epochs (2)
+    latest = str(tmp_path / "run/checkpoint_latest.pth")
+    assert torch.load(latest, weights_only=True)["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0)
+    train(config(tmp_path, epochs=4, scheduler="cosine", t_max=None, lr=2e-2, resume=latest))
+    state = torch.load(latest, weights_only=True)
+    # the new schedule (lr 2e-2, T_max 4) as if it had applied from the start: cos(pi * 4 / 4) -> 0 after epoch 4
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert state["config"]["lr"] == 2e-2 and state["scheduler"]["T_max"] == 4
+    resumed = yaml.safe_load((tmp_path / "run/config.yaml").read_text())
+    assert resumed["lr"] == 2e-2
+    assert resumed["provenance"]["resumed"] == [{**resumed["provenance"]["resumed"][0], "at_epoch": 2, "changed": {
+        "lr": [1e-2, 2e-2], "t_max": [2, 4]}}]
+    lrs = [json.loads(line)["epoch"] for line in (tmp_path / "run/metrics.jsonl").read_text().splitlines()]
+    assert lrs == [1, 2, 3, 4]
+
+
+def test_resume_epoch_3_lr_follows_the_new_schedule(tmp_path):
+    train(config(tmp_path, epochs=1, scheduler="step", step_size=1, gamma=0.5))
+    latest = str(tmp_path / "run/checkpoint_latest.pth")
+    train(config(tmp_path, epochs=2, scheduler="step", step_size=1, gamma=0.1, resume=latest))
+    state = torch.load(latest, weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-2 * 0.1 ** 2)
+
+
+def test_resume_continues_in_its_own_folder(tmp_path):
+    train(config(tmp_path, epochs=1))
+    latest = str(tmp_path / "run/checkpoint_latest.pth")
+    with pytest.raises(UserError, match=r"--resume continues the run in its own folder .*run, but --out-dir is"):
+        train(config(tmp_path, "elsewhere", epochs=2, resume=latest))
+    record, _ = train(config(tmp_path, epochs=2, resume=latest, out_dir=None))
+    assert read(tmp_path / "run/metrics.json") == record and not (tmp_path / "elsewhere").exists()
+
+
+def test_tensorboard_has_step_losses_and_hparams(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    record, _ = train(config(tmp_path, epochs=2))
+    events = EventAccumulator(str(tmp_path / "run/tensorboard"))
+    events.Reload()
+    steps = events.Scalars("train/step_loss")
+    assert [s.step for s in steps] == list(range(12)) and all(math.isfinite(s.value) for s in steps)
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/acc", "test/loss", "test/acc", "run/lr", "run/seconds"} <= tags
+    assert [s.value for s in events.Scalars("final/test_acc")] == [pytest.approx(record["test_acc"])]
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
+    assert len(list((tmp_path / "run/tensorboard").iterdir())) == 1  # one event file

@@ -175,8 +175,7 @@ def test_bad_checkpoints_leave_an_existing_run_untouched(trained, tmp_path, caps
     cases = [
         (["--resume", str(truncated)], "is truncated or corrupt"),
         (["--width", "8", "--resume", str(out / "checkpoint_best.pth")],
-         "was written for FashionMNISTNet(T=4, width=16, rank=4, attention=pfa), but this run builds "
-         "FashionMNISTNet(T=4, width=8, rank=4, attention=pfa)"),
+         "--width 8 contradicts the run being resumed (width: 16 in "),
         ([], "already holds a run (checkpoint_latest.pth)"),
     ]
     for argv, expected in cases:

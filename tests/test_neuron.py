@@ -1,5 +1,6 @@
 """pfa.neuron.LIF against spikingjelly 2's LIFNode and against a step-by-step FSVAE neuron written here."""
 
+import math
 import sys
 
 import pytest
@@ -225,15 +226,37 @@ def test_sequential_and_ddp_train_like_spikingjelly():
     [
         ({"backend": "triton"}, "backend must be one of 'auto', 'torch', 'cupy', got 'triton'"),
         ({"surrogate": "sigmoid"}, "surrogate must be one of 'atan', 'rectangle', got 'sigmoid'"),
-        ({"tau": 0.5}, "tau must be a number greater than 1, got 0.5"),
-        ({"width": 0}, "width must be a number greater than 0, got 0"),
-        ({"v_threshold": "1"}, "v_threshold must be a number, got '1'"),
+        ({"tau": 0.5}, "tau must be a finite number greater than 1, got 0.5"),
+        ({"tau": 1.0}, "tau must be a finite number greater than 1, got 1.0"),
+        ({"tau": math.inf}, "tau must be a finite number greater than 1, got inf"),
+        ({"tau": math.nan}, "tau must be a finite number greater than 1, got nan"),
+        ({"width": 0}, "width must be a finite number greater than 0, got 0"),
+        ({"v_threshold": "1"}, "v_threshold must be a finite number, got '1'"),
+        ({"v_threshold": 0.0}, r"v_threshold must be above v_reset, got 0.0 <= 0.0"),
+        ({"v_threshold": -1.0, "v_reset": 0.5}, r"v_threshold must be above v_reset, got -1.0 <= 0.5"),
     ],
 )
 def test_bad_arguments_raise_one_line(kwargs, message):
     with pytest.raises(UserError, match=message) as error:
         LIF(**kwargs)
-    assert "\n" not in str(error.value)
+    assert "\n" not in str(error.value) and isinstance(error.value, ValueError)
+
+
+def test_soft_reset_accepts_any_threshold():
+    assert LIF(v_threshold=0.5, v_reset=None).params.v_threshold == 0.5
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("v_reset", [0.0, None])
+def test_a_non_finite_membrane_is_not_silent(bad, v_reset):
+    """A NaN or infinite input (diverged weights upstream) makes the output NaN there, never a quiet 'no spike'."""
+    x = torch.rand(4, 3, 5, requires_grad=True)
+    with torch.no_grad():
+        x[1, 0, 2] = bad
+    out = LIF(v_reset=v_reset, backend="torch")(x)
+    assert out[-1, 0, 2].isnan() and torch.isfinite(out[:, 1:]).all() and torch.isfinite(out[:, 0, :2]).all()
+    out.sum().backward()
+    assert torch.isfinite(x.grad[:, 1:]).all()
 
 
 @pytest.mark.skipif(cupy_available(), reason="checks the message shown where CuPy or CUDA is missing")

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pfa._lif_params import LIFParams
+from pfa._lif_torch import propagate_non_finite
 
 STORAGE_TYPES = {torch.float32: "float", torch.float64: "double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")  # no fused multiply-add: rounds like spikingjelly's CPU path
@@ -167,6 +168,7 @@ class CupyMultiStepLIF(torch.autograd.Function):
         constants = [scalar(params.tau), scalar(params.v_threshold), scalar(reset)]
         flags = [np.int32(params.decay_input), np.int32(params.v_reset is None)]
         _launch(forward_kernel, x.device, numel, *pointers, np.int64(numel), np.int32(steps), *constants, *flags)
+        propagate_non_finite(spikes, v)
         ctx.params, ctx.storage, ctx.scalar = params, storage, scalar
         if needs_grad:
             ctx.save_for_backward(h_seq)

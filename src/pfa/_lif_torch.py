@@ -72,6 +72,13 @@ def _through_reset(c, h, s_t, f, scale, combine, tmp, p: LIFParams):
         combine(c, tmp, f, value=-scale, out=c)
 
 
+def propagate_non_finite(spikes: torch.Tensor, v: torch.Tensor) -> None:
+    """spikes[-1] += 0 * v: NaN where the final membrane is NaN or infinite, unchanged elsewhere. A non-finite charge
+    leaves the membrane non-finite for all later steps, so the final one tells; a diverged network then shows in its
+    loss instead of going silent (no spike)."""
+    spikes[-1].add_(v.view(spikes.shape[1:]), alpha=0)
+
+
 class _MultiStepLIF(torch.autograd.Function):
     """(x_seq [T, N, ...], v0 [N, ...]) -> (spikes [T, N, ...] in x's dtype, v [N, ...], v_seq or an empty tensor)."""
 
@@ -99,6 +106,7 @@ class _MultiStepLIF(torch.autograd.Function):
                 if v_seq is not None:
                     v_seq[t, a:b].copy_(v_c)
 
+        propagate_non_finite(spikes, v)
         ctx.params = params
         ctx.x_shape = x_seq.shape
         if needs_grad:

@@ -7,7 +7,9 @@ model's parameter names and shapes, so loading one into another network fails wi
 
 import contextlib
 import hashlib
+import io
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -26,26 +28,70 @@ def model_signature(model: nn.Module) -> str:
     return hashlib.sha1(layout.encode()).hexdigest()[:16]
 
 
+REQUIRED = ("arch", "signature", "epoch", "model")
+_writes: dict[str, int] = {}
+
+
+def _test_kill_point(name: str) -> None:
+    """Tests only: PFA_TEST_KILL_AT=NAME:N kills this process (SIGKILL) at its N-th write of the file NAME, after the
+    temporary is written and before the rename, as a power cut or an OOM kill would."""
+    target, _, count = os.environ.get("PFA_TEST_KILL_AT", "").rpartition(":")
+    if target == name:
+        _writes[name] = _writes.get(name, 0) + 1
+        if _writes[name] == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # some systems cannot open a directory; the rename is still atomic there
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temporary file beside `path`, then rename it: readers and crashes never see half a file."""
+    """Write to a temporary file beside `path`, fsync it, rename it over `path` and fsync the folder: readers and
+    crashes see the old file or the whole new one. A failed write (full disk, read-only folder) is a UserError."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, mode) as f:
             yield f
+            f.flush()
+            os.fsync(f.fileno())
+        _test_kill_point(path.name)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is kept; free space "
+                        "or choose another --out-dir") from None
     finally:
         tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    buffer = io.BytesIO()  # serialised first, so that a failing disk raises OSError rather than torch's RuntimeError
+    torch.save({"format": FORMAT, **state}, buffer)
     with atomic_write(path) as f:
-        torch.save({"format": FORMAT, **state}, f)
+        f.write(buffer.getbuffer())
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arch: str | None = None) -> dict[str, Any]:
-    """Read a checkpoint safely; with `model`, check it was written for the same architecture."""
+def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding a NaN or an infinity."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arch: str | None = None,
+                    needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint safely, with the entries REQUIRED and `needs`; with `model`, check it was written for the
+    same architecture and that every tensor has the model's shape."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give the path of a checkpoint_*.pth from a run directory")
@@ -58,9 +104,21 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise UserError(f"{path} is a PyTorch file but not a checkpoint of this repository (no {FORMAT!r} tag); "
                         "give a checkpoint_*.pth from a run directory")
-    if model is not None and state["signature"] != model_signature(model):
+    missing = [k for k in (*REQUIRED, *needs) if k not in state]
+    if missing or not isinstance(state["model"], dict):
+        raise UserError(f"checkpoint {path} lacks {', '.join(missing) or 'a model state dict'}; it was not written "
+                        "by a training run of this repository, or was edited: give a checkpoint_*.pth from a run")
+    if model is None:
+        return state
+    if state["signature"] != model_signature(model):
         raise UserError(f"checkpoint {path} was written for {state['arch']}, but this run builds {arch}; "
                         "pass the same model flags as that run, or another checkpoint")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in state["model"].items()}
+    if found != expected:
+        key = next(k for k in expected.keys() | found.keys() if found.get(k) != expected.get(k))
+        raise UserError(f"checkpoint {path} does not fit {arch}: {key} is {found.get(key)} there, "
+                        f"{expected.get(key)} here; the file was altered, give an intact checkpoint")
     return state
 
 

@@ -16,6 +16,7 @@ FMNIST: `--quick` reads `FMNIST/configs/quick.yaml`). Example::
 
 import argparse
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -63,13 +64,13 @@ class TrainConfig:
     momentum: float = arg(0.9, "SGD momentum")
     weight_decay: float = arg(0.0, "weight decay")
     scheduler: str = arg("cosine", "learning-rate schedule, stepped once per epoch", choices=("cosine", "step", "none"))
-    t_max: int = arg(64, "cosine schedule: epochs of one half-period (T_max)")
+    t_max: int | None = arg(64, "cosine schedule: epochs of one half-period (T_max); null: follows --epochs")
     step_size: int = arg(32, "step schedule: epochs between decays")
     gamma: float = arg(0.1, "step schedule: decay factor")
     loss: str = arg("mse", "mse: firing rate vs one-hot; ce: cross-entropy of the rate; tet: per-step CE (TET)",
                     choices=LOSSES)
     tet_lambda: float = arg(0.0, "TET: weight of the MSE regulariser pulling every step's output towards 1")
-    amp: str = arg("none", "mixed precision on CUDA (ignored on CPU)", choices=("none", "bf16", "fp16"))
+    amp: str = arg("none", "mixed precision (CUDA only; refused on CPU)", choices=("none", "bf16", "fp16"))
     workers: int = arg(2, "data-loading worker processes")
 
     RECIPES: ClassVar[Path | None] = None
@@ -78,32 +79,67 @@ class TrainConfig:
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         """The recipe for these --config and flag values (a file stem in RECIPES), or None for the defaults alone."""
         return None
+    # Fields an entry point does not use: no flag, refused in YAML, left out of config.yaml.
+    UNUSED: ClassVar[tuple[str, ...]] = ()
+    # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings).
+    RESUME_FREE: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Raise UserError for values no run can use; subclasses extend it."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name not in self.UNUSED and isinstance(value, float):
+                _require(math.isfinite(value), f.name, value, "a finite number")
         for name in ("epochs", "batch_size"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
         for name in ("train_samples", "test_samples"):
             value = getattr(self, name)
             _require(value is None or value > 0, name, value, "a positive integer")
+        _require(0 <= self.seed < 2**32, "seed", self.seed, "an integer in [0, 2**32)")
         _require(self.lr > 0, "lr", self.lr, "a positive number")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
+        _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "0 or more")
+        _require(self.gamma > 0, "gamma", self.gamma, "a positive factor")
         _require(self.workers >= 0, "workers", self.workers, "0 or more")
-        _require(self.t_max > 0 and self.step_size > 0, "t_max/step_size", (self.t_max, self.step_size), "positive")
+        _require(self.t_max is None or self.t_max > 0, "t_max", self.t_max, "a positive integer (or null: --epochs)")
+        _require(self.step_size > 0, "step_size", self.step_size, "a positive integer")
         _require(0 <= self.tet_lambda <= 1, "tet_lambda", self.tet_lambda, "a number in [0, 1]")
         if self.eval_only and not self.resume:
             raise UserError("--eval-only needs the checkpoint to evaluate: add --resume PATH")
+        self._validate_device()
+
+    def _validate_device(self) -> None:
         try:
             device = torch.device(self.device)
         except RuntimeError:
-            raise UserError(f"--device expects cpu, cuda or cuda:N, got {self.device!r}") from None
+            device = None
+        if device is None or device.type not in ("cpu", "cuda"):
+            raise UserError(f"--device expects cpu, cuda or cuda:N, got {self.device!r}")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise UserError(f"--device {self.device} asked for CUDA but this torch sees no GPU; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device {self.device}: this machine has {torch.cuda.device_count()} GPU(s), "
+                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        if device.type == "cpu" and self.amp != "none":
+            raise UserError(f"--amp {self.amp} is for CUDA devices; on CPU use --amp none")
+
+    @property
+    def cosine_t_max(self) -> int:
+        """The cosine schedule's T_max: t_max, or the number of epochs when t_max is null."""
+        return self.t_max if self.t_max is not None else self.epochs
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.UNUSED}
 
 
 C = TypeVar("C", bound=TrainConfig)
+
+# The resume rule: a resumed run takes every setting from its checkpoint. Flags may change RESUME_FREE fields, and the
+# SCHEDULE settings, which take effect from the resumed epoch (recorded in config.yaml); any other differing flag is
+# refused. Fields in NOT_INHERITED come from this command line only.
+RESUME_FREE = ("config", "data_dir", "out_dir", "epochs", "device", "resume", "eval_only", "workers", "amp")
+SCHEDULE = ("lr", "momentum", "weight_decay", "scheduler", "t_max", "step_size", "gamma")
+NOT_INHERITED = ("config", "out_dir", "device", "resume", "eval_only")
 
 
 def _require(ok: bool, name: str, value, expected: str) -> None:
@@ -118,10 +154,13 @@ def _base_type(tp) -> type:
     return tp
 
 
-def _convert(name: str, tp: type, value):
+def _convert(name: str, tp: type, value, optional: bool):
     """A YAML value checked against the field's type (YAML already parses numbers and booleans)."""
     if value is None:
-        return None
+        if optional:
+            return None
+        raise UserError(f"config key {name!r} expects a {tp.__name__}, got null (an empty value); give a value or "
+                        "remove the line")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -143,6 +182,8 @@ def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.Ar
     parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        if f.name in cls.UNUSED:
+            continue
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
@@ -159,9 +200,11 @@ def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.Ar
 
 def load_yaml(path: str | Path, label: str = "--config") -> dict[str, Any]:
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as e:
         raise UserError(f"cannot read {label} {path}: {e.strerror}; give an existing YAML file") from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{label} {path} is not UTF-8 text (byte {e.start}); give a YAML file") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -172,7 +215,27 @@ def load_yaml(path: str | Path, label: str = "--config") -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise UserError(f"{label} {path} must be a mapping of 'key: value' lines, got a {type(data).__name__}")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items() if k != PROVENANCE}
+
+
+def _optional(tp) -> bool:
+    return type(None) in typing.get_args(tp)
+
+
+def _inherit(cls: type[TrainConfig], given: dict[str, Any], path: str) -> dict[str, Any]:
+    """The resume rule applied to the explicitly given values `given` (see RESUME_FREE above)."""
+    from pfa.checkpoint import load_checkpoint  # torch.load; only when resuming
+
+    saved = load_checkpoint(path, needs=("config",))["config"]
+    names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)
+    free = set(RESUME_FREE) | set(cls.RESUME_FREE) | (set(SCHEDULE) if not given.get("eval_only") else set())
+    for name, value in given.items():
+        if name in saved and name not in free and value != saved[name]:
+            raise UserError(f"--{name.replace('_', '-')} {value} contradicts the run being resumed ({name}: "
+                            f"{saved[name]} in {path}); a resumed run keeps its settings: drop the flag, or start a "
+                            "new run")
+    inherited = {k: v for k, v in saved.items() if k in names and k not in NOT_INHERITED}
+    return {**inherited, **given}
 
 
 def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[str, Any]:
@@ -180,7 +243,7 @@ def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[s
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     from_yaml = load_yaml(path, label)
-    unknown = sorted(set(from_yaml) - set(names) - {"config"})
+    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(cls.UNUSED)))
     if unknown:
         raise UserError(f"{label} {path}: unknown key(s) {', '.join(unknown)}; "
                         f"valid keys are the flag names, e.g. {', '.join(list(names)[1:6])}")
@@ -188,7 +251,7 @@ def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[s
     for name, value in from_yaml.items():
         if name == "config":
             continue
-        value = _convert(name, _base_type(hints[name]), value)
+        value = _convert(name, _base_type(hints[name]), value, _optional(hints[name]))
         choices = names[name].metadata.get("choices")
         if choices and value not in choices:
             raise UserError(f"config key {name!r} must be one of {', '.join(choices)}, got {value!r}")
@@ -211,13 +274,30 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     flags = vars(build_parser(cls, prog).parse_args(argv))
     values = _yaml_values(cls, flags["config"], "--config") if flags.get("config") else {}
     values.update(flags)
+    if values.get("resume"):
+        values = _inherit(cls, values, values["resume"])
     recipe = cls.recipe_name(values) if issubclass(cls, TrainConfig) else None
     merged = recipe_values(cls, recipe) if recipe else {}
     merged.update(values)
     cfg = cls(**merged)
+    if "amp" not in flags and not str(cfg.device).startswith("cuda"):
+        cfg.amp = "none"  # a recipe's mixed precision (YAML, profile, checkpoint) applies on CUDA; a flag is refused
     cfg.validate()
     return cfg
 
 
-def save_config(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+PROVENANCE = "provenance"  # config.yaml's record of how the run was started and resumed; ignored when read back
+
+
+def save_config(cfg: TrainConfig, path: Path, provenance: dict[str, Any] | None = None) -> None:
+    data = cfg.to_dict() | ({PROVENANCE: provenance} if provenance else {})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def saved_provenance(path: Path) -> dict[str, Any]:
+    """The provenance section of an existing config.yaml ({} when absent or unreadable)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return {}
+    return data.get(PROVENANCE) or {} if isinstance(data, dict) else {}

@@ -56,6 +56,22 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
+    """Minimum over processes, in place (identity when not distributed)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return tensor
+
+
+def broadcast_object(obj):
+    """Rank 0's `obj` on every process (itself when not distributed)."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 class ShardSampler(Sampler[int]):
     """Every rank-th index from `rank`: each sample is seen by exactly one process, with no padding (for evaluation)."""
 

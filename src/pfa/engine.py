@@ -15,20 +15,28 @@ An entry point parses its config, builds its data and model, and hands them to `
             fit(run, model, ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, test_set, arch=repr_of(cfg))
 
 `fit` then, per epoch: `task.on_epoch_start(epoch)`; for each training batch (moved to the device): forward and loss by
-`task.train_step` under autocast, a finiteness check (NaN/inf stops the run, naming the step, leaving the last good
-checkpoint), backward through a GradScaler, `optimizer.step()`, `task.after_optimizer_step(model)`,
+`task.train_step` under autocast, backward through a GradScaler, a device-side finiteness check of the loss and the
+gradients, `optimizer.step()`, `task.after_optimizer_step(model)`,
 `spikingjelly.activation_based.functional.reset_net`; `scheduler.step()`; evaluation with `task.eval_step`; the
-record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns; TensorBoard, `metrics.json`,
-`checkpoint_latest.pth` and, when `task.monitor` improved, `checkpoint_best.pth` (rank 0 only). Step metrics are batch
-means weighted by `StepResult.count`, summed over all processes. Hooks get `epoch`, the 0-based index of the epoch being
-run; a record's "epoch" is the number of epochs completed.
+record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns; `checkpoint_latest.pth` and, when
+`task.monitor` improved, `checkpoint_best.pth`, then TensorBoard, `metrics.json` and `metrics.jsonl` (rank 0 only).
+Step metrics are batch means weighted by `StepResult.count`, summed over all processes. Hooks get `epoch`, the 0-based
+index of the epoch being run; a record's "epoch" is the number of epochs completed.
 
-Resuming restores the model, optimiser, scheduler, grad scaler, every RNG and the best metric, and shuffles each epoch
-with `seed + epoch`, so a CPU run interrupted at an epoch boundary and resumed ends bit-identical to an uninterrupted
-one.
+Divergence: nothing synchronises with the host during an epoch. A flag on the device records the first step whose loss
+or gradients are not finite; it is read with the epoch's metrics (under DDP in the same reduction), and the weights are
+checked before every save. A diverged run stops with one line naming the epoch and step, and keeps its last good
+checkpoint: a non-finite checkpoint is never written, nor evaluated or resumed.
+
+Resuming restores the model, optimiser, scheduler, grad scaler, every RNG, the best metric and the metrics history, and
+shuffles each epoch with `seed + epoch`, so a CPU run interrupted anywhere and resumed from its last checkpoint ends
+bit-identical to an uninterrupted one. Schedule settings changed on resume (pfa.config.SCHEDULE) take effect from the
+resumed epoch: the learning rate follows the new schedule as if it had applied from the start.
 """
 
 import contextlib
+import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -42,12 +50,15 @@ from spikingjelly.activation_based import functional
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pfa.checkpoint import load_checkpoint, model_signature, save_checkpoint
-from pfa.config import TrainConfig, save_config
-from pfa.distributed import ShardSampler, all_reduce_sum, init_process, shutdown
+from pfa import rundir
+from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
+from pfa.config import SCHEDULE, TrainConfig, save_config, saved_provenance
+from pfa.distributed import ShardSampler, all_reduce_min, all_reduce_sum, broadcast_object, init_process, shutdown
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
-from pfa.runlog import RunLog, progress, write_json
+from pfa.runlog import RunLog, Throttle, progress, write_json
+
+TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best", "config")
 
 
 @dataclass
@@ -111,32 +122,64 @@ class Run:
     def __init__(self, cfg: TrainConfig, name: str):
         self.cfg = cfg
         self.process, self.device = init_process(cfg.device)
+        if cfg.resume and not cfg.eval_only:  # a resumed run continues in its own folder
+            own = Path(cfg.resume).parent
+            if cfg.out_dir is not None and Path(cfg.out_dir).resolve() != own.resolve():
+                raise UserError(f"--resume continues the run in its own folder {own}, but --out-dir is {cfg.out_dir}; "
+                                "drop --out-dir (to branch off, copy the checkpoint into a new folder first)")
+            cfg.out_dir = str(own)
         if cfg.out_dir is None:
-            cfg.out_dir = str(Path("runs") / name / time.strftime("%Y%m%d-%H%M%S"))
+            cfg.out_dir = broadcast_object(str(Path("runs") / name / rundir.default_name()))
         self.dir = Path(cfg.out_dir)
+        self._prepared, self._lock = False, None
         seed_everything(cfg.seed)
 
     @property
     def is_main(self) -> bool:
         return self.process.is_main
 
-    def prepare_dir(self, files: dict[str, dict] | None = None) -> None:
-        """Create the run directory, save config.yaml and `files` (JSON); refuses to overwrite another run's results."""
+    def prepare_dir(self, changes: dict[str, Any] | None = None, resumed_at: int | None = None,
+                    files: dict[str, dict] | None = None) -> None:
+        """Create and claim the run directory, clean what a killed run left half written and save config.yaml, once;
+        refuses to overwrite another run's results. `changes` are the schedule settings a resume changed; `files` are
+        JSON files to write beside config.yaml."""
+        if self._prepared:
+            return
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"--out-dir {self.dir} is a file; give a folder path")
         taken = [n for n in ("checkpoint_latest.pth", "metrics.json") if (self.dir / n).exists()]
-        resume = self.cfg.resume
-        continuing = resume and not self.cfg.eval_only and Path(resume).resolve().parent == self.dir.resolve()
-        if taken and not continuing:
+        if taken and not (self.cfg.resume and not self.cfg.eval_only):
             raise UserError(f"--out-dir {self.dir} already holds a run ({taken[0]}); choose another --out-dir, or "
                             f"continue it with --resume {self.dir / 'checkpoint_latest.pth'}")
         if self.is_main:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            save_config(self.cfg, self.dir / "config.yaml")
+            try:
+                self.dir.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create --out-dir {self.dir}: {e.strerror}; choose another folder") from None
+            self._lock = rundir.claim(self.dir)
+            rundir.clean_temporaries(self.dir)
+            self._write_config(changes, resumed_at)
             for name, data in (files or {}).items():
                 write_json(self.dir / name, data)
             print(f"run directory: {self.dir}", flush=True)
 
+    def _write_config(self, changes: dict[str, Any] | None, resumed_at: int | None) -> None:
+        path = self.dir / "config.yaml"
+        now = rundir.provenance()
+        if resumed_at is None:
+            record = now
+        else:
+            record = saved_provenance(path) or {}
+            entry = {"at_epoch": resumed_at, "command": now["command"], "host": now["host"],
+                     "git_commit": now["git_commit"], "changed": changes or {}}
+            record["resumed"] = [*record.get("resumed", []), entry]
+        try:
+            save_config(self.cfg, path, record)
+        except OSError as e:
+            raise UserError(f"cannot write {path}: {e.strerror}; choose another --out-dir") from None
+
     def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision as configured, on CUDA only."""
+        """Mixed precision as configured, on CUDA only (the config refuses --amp on CPU)."""
         if self.device.type != "cuda" or self.cfg.amp == "none":
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16)
@@ -145,6 +188,8 @@ class Run:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            rundir.release(self._lock)
         shutdown()
 
 
@@ -185,7 +230,7 @@ def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
 
 def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
     if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.t_max)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.cosine_t_max)
     if cfg.scheduler == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     return None
@@ -201,11 +246,23 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+@dataclass
+class Divergence:
+    """The first step (0-based, within its epoch) whose loss or gradients were not finite, and that step's loss."""
+
+    step: int
+    loss: float
+
+
 class _Meter:
-    """Sums of batch means times batch sizes, kept on the device; `result()` reduces them over processes."""
+    """Sums of batch means times batch sizes, and the finiteness flag, kept on the device until `result()` reduces
+    them over processes: no host synchronisation per step."""
 
     def __init__(self, device: torch.device):
         self.device, self.sums, self.count = device, {}, 0
+        self.ok = torch.ones((), dtype=torch.bool, device=device)  # every step so far was finite
+        self.good_steps = torch.zeros((), dtype=torch.int64, device=device)  # steps before the first bad one
+        self.loss_at_stop = torch.zeros((), dtype=torch.float64, device=device)  # the loss of the first bad step
 
     def add(self, step: StepResult) -> None:
         for key, value in step.metrics.items():
@@ -213,13 +270,28 @@ class _Meter:
             self.sums[key] = self.sums[key] + value if key in self.sums else value
         self.count += step.count
 
+    def watch(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> None:
+        """Fold this step's finiteness (the loss and each gradient tensor's L2 norm: one fused pass, faster than
+        isfinite or the max norm; a norm that overflows float32 counts as diverged too) into the device flag."""
+        loss = loss.detach().double().reshape(())
+        values = [loss, *(g.double() for g in torch._foreach_norm(grads))] if grads else [loss]
+        finite = torch.stack(values).isfinite().all()
+        self.loss_at_stop = torch.where(self.ok, loss, self.loss_at_stop)  # frozen once a bad step was folded in
+        self.ok &= finite
+        self.good_steps += self.ok
+
     def means(self) -> dict[str, float]:
         return {k: v.item() / self.count for k, v in self.sums.items()}
 
-    def result(self) -> dict[str, float]:
-        totals = torch.stack([*self.sums.values(), torch.tensor(self.count, device=self.device, dtype=torch.float64)])
-        *sums, count = all_reduce_sum(totals).tolist()
-        return {k: s / count for k, s in zip(self.sums, sums, strict=True)}
+    def result(self) -> tuple[dict[str, float], Divergence | None]:
+        """Means over all processes, and the first non-finite step of any process (None when all were finite)."""
+        count = torch.tensor(self.count, device=self.device, dtype=torch.float64)
+        bad_loss = torch.where(self.ok, 0.0, self.loss_at_stop)
+        totals = all_reduce_sum(torch.stack([*self.sums.values(), count, (~self.ok).double(), bad_loss]))
+        first = all_reduce_min(self.good_steps.clone())  # processes that stayed finite count all their steps
+        *sums, count, n_bad, loss, step = torch.cat([totals, first.double().reshape(1)]).tolist()
+        means = {k: s / count for k, s in zip(self.sums, sums, strict=True)}
+        return means, Divergence(int(step), loss) if n_bad else None
 
 
 def _loaders(run: Run, train_set: Dataset, test_set: Dataset) -> tuple[DataLoader, DataLoader]:
@@ -232,34 +304,53 @@ def _loaders(run: Run, train_set: Dataset, test_set: Dataset) -> tuple[DataLoade
             DataLoader(test_set, sampler=ShardSampler(len(test_set), process), **common))
 
 
-def _stop_if_not_finite(loss: torch.Tensor, epoch: int, step: int, run: Run) -> None:
-    value = all_reduce_sum(loss.detach().float().reshape(1).clone())  # every process stops together
-    if not torch.isfinite(value).item():
-        latest = run.dir / "checkpoint_latest.pth"
-        kept = f"the last good checkpoint is {latest}" if latest.exists() else "no epoch had finished, nothing saved"
-        raise UserError(f"the training loss became {value.item()} at epoch {epoch + 1}, step {step + 1}; stopped, "
-                        f"{kept}; lower --lr or turn off --amp")
+def _stopped(run: Run, what: str) -> UserError:
+    latest = run.dir / "checkpoint_latest.pth"
+    kept = f"the last good checkpoint is {latest}" if latest.exists() else "no epoch had finished, nothing saved"
+    return UserError(f"{what}; stopped, {kept}; lower --lr (resume with --lr to change it) or turn off --amp")
+
+
+def _diverged(run: Run, epoch: int, divergence: Divergence) -> UserError:
+    where = f"at epoch {epoch + 1}, step {divergence.step + 1}"
+    if not math.isfinite(divergence.loss):
+        return _stopped(run, f"the training loss became {divergence.loss} {where}")
+    return _stopped(run, f"the gradients became non-finite {where} (loss {divergence.loss:.4g})")
+
+
+def _check_weights(run: Run, model: nn.Module, epoch: int) -> None:
+    """Before a save: a checkpoint with a NaN or an infinity is never written."""
+    bad = non_finite(model.state_dict())
+    if bad:
+        raise _stopped(run, f"the weights became non-finite during epoch {epoch + 1} ({len(bad)} of "
+                            f"{len(model.state_dict())} tensors, e.g. {bad[0]})")
 
 
 def train_epoch(run: Run, net: nn.Module, model: nn.Module, task: Task, loader: DataLoader, optimizer, scaler,
-                epoch: int) -> dict[str, float]:
+                epoch: int) -> tuple[dict[str, float], Divergence | None, torch.Tensor]:
+    """One epoch; returns the metrics, the first non-finite step (or None) and the loss of every step."""
     net.train()
     meter = _Meter(run.device)
     bar = progress(loader, f"epoch {epoch + 1}/{run.cfg.epochs}", run.is_main)
-    for step, batch in enumerate(bar):
+    refresh = Throttle(seconds=2.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    losses = []
+    for batch in bar:
         with run.autocast():
             result = task.train_step(net, to_device(batch, run.device))
-        _stop_if_not_finite(result.loss, epoch, step, run)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(result.loss).backward()
+        # under fp16 loss scaling, infinite gradients are expected now and then: the scaler skips those steps
+        meter.watch(result.loss, [] if scaler.is_enabled() else [p.grad for p in params if p.grad is not None])
         scaler.step(optimizer)
         scaler.update()
         task.after_optimizer_step(model)
         functional.reset_net(net)
         meter.add(result)
-        if not bar.disable:
+        losses.append(result.loss.detach().float().reshape(()))
+        if not bar.disable and refresh():  # a terminal's progress bar reads the device every few seconds only
             bar.set_postfix({k: f"{v:.4f}" for k, v in meter.means().items()})
-    return meter.result()
+    train, divergence = meter.result()
+    return train, divergence, torch.stack(losses) if losses else torch.zeros(0)
 
 
 @torch.no_grad()
@@ -270,11 +361,57 @@ def evaluate(run: Run, net: nn.Module, task: Task, loader: DataLoader) -> dict[s
         with run.autocast():
             meter.add(task.eval_step(net, to_device(batch, run.device)))
         functional.reset_net(net)
-    return meter.result()
+    return meter.result()[0]
 
 
 def _better(task: Task, value: float, best: float | None) -> bool:
     return best is None or (value > best if task.maximize else value < best)
+
+
+def _schedule(cfg: TrainConfig) -> dict[str, Any]:
+    """The schedule settings in effect (t_max resolved), compared on resume."""
+    return {k: getattr(cfg, k) for k in SCHEDULE} | {"t_max": cfg.cosine_t_max}
+
+
+def _restore_training(cfg: TrainConfig, checkpoint: dict, optimizer, scheduler, scaler) -> dict[str, list]:
+    """Load the optimiser, scheduler and scaler states; apply the schedule settings changed since the checkpoint
+    (returned as {name: [old, new]}): the learning rate then follows the new schedule as if it had applied from the
+    start, the optimiser's moments are kept."""
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    scaler.load_state_dict(checkpoint["scaler"])
+    saved = checkpoint["config"]
+    old = {k: saved.get(k) for k in SCHEDULE} | {"t_max": saved.get("t_max") or saved.get("epochs")}
+    new = _schedule(cfg)
+    changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
+    if not changes:
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        return {}
+    epoch = checkpoint["epoch"]
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["weight_decay"] = cfg.weight_decay
+        if "momentum" in group:
+            group["momentum"] = cfg.momentum
+    if cfg.scheduler == "cosine":
+        lr = cfg.lr * (1 + math.cos(math.pi * epoch / cfg.cosine_t_max)) / 2
+    elif cfg.scheduler == "step":
+        lr = cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
+    else:
+        lr = cfg.lr
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    if scheduler is not None:
+        scheduler.last_epoch, scheduler._last_lr = epoch, [lr] * len(optimizer.param_groups)
+    return changes
+
+
+def _metrics_epoch(folder: Path) -> int | None:
+    """The epoch metrics.json describes (None if it is missing or unreadable)."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())["epoch"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Dataset, arch: str,
@@ -286,7 +423,13 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
     it is created (e.g. a dataset split).
     """
     cfg = run.cfg
-    checkpoint = load_checkpoint(cfg.resume, model, arch) if cfg.resume else None
+    checkpoint = None
+    if cfg.resume:
+        checkpoint = load_checkpoint(cfg.resume, model, arch, needs=() if cfg.eval_only else TRAINING_STATE)
+        bad = non_finite(checkpoint["model"])
+        if bad:
+            raise UserError(f"checkpoint {cfg.resume} holds non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+                            "it cannot be evaluated or resumed: give an earlier checkpoint")
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
     net = model
@@ -294,7 +437,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
         net = DistributedDataParallel(model, device_ids=[run.device] if run.device.type == "cuda" else None)
     train_loader, test_loader = _loaders(run, train_set, test_set)
     if cfg.eval_only:
-        run.prepare_dir(files)
+        run.prepare_dir(files=files)
         test = evaluate(run, net, task, test_loader)
         record = task.record(checkpoint["epoch"], {}, test)
         log = RunLog(run.dir, run.is_main)
@@ -305,25 +448,28 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
     optimizer = build_optimizer(cfg, model.parameters())
     scheduler = build_scheduler(cfg, optimizer)
     scaler = torch.amp.GradScaler(run.device.type, enabled=run.device.type == "cuda" and cfg.amp == "fp16")
-    start, best = 0, None
+    start, best, history, changes = 0, None, [], None
     if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        start, best = checkpoint["epoch"], checkpoint["best"]
+        start, best, history = checkpoint["epoch"], checkpoint["best"], checkpoint.get("history", [])
         if start >= cfg.epochs:
+            if history and _metrics_epoch(run.dir) != start:  # killed after its last checkpoint, before its metrics
+                run.prepare_dir({}, resumed_at=start)
+                RunLog(run.dir, run.is_main, first_epoch=start, history=history).close()
+                return history[-1]
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
+        changes = _restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
         set_rng_state(checkpoint["rng"])
-    run.prepare_dir(files)
-    log = RunLog(run.dir, run.is_main, first_epoch=start)
-    record = {}
+    run.prepare_dir(changes, resumed_at=start if checkpoint is not None else None, files=files)
+    log = RunLog(run.dir, run.is_main, first_epoch=start, history=history)
+    record = history[-1] if history else {}
     try:
         for epoch in range(start, cfg.epochs):
             started = time.perf_counter()
             task.on_epoch_start(epoch)
             train_loader.sampler.set_epoch(epoch)
-            train = train_epoch(run, net, model, task, train_loader, optimizer, scaler, epoch)
+            train, divergence, step_losses = train_epoch(run, net, model, task, train_loader, optimizer, scaler, epoch)
+            if divergence is not None:
+                raise _diverged(run, epoch, divergence)
             if scheduler is not None:
                 scheduler.step()
             record = task.record(epoch + 1, train, evaluate(run, net, task, test_loader))
@@ -331,17 +477,21 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
             improved = _better(task, record[task.monitor], best)
             best = record[task.monitor] if improved else best
             record[f"best_{task.monitor}"] = best
-            log.epoch(record, {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
-            if run.is_main:
+            history.append(json.loads(json.dumps(record)))  # plain types, as torch.load(weights_only=True) wants
+            _check_weights(run, model, epoch)
+            if run.is_main:  # the checkpoint first: metrics never describe an epoch that a crash could lose
                 state = {
                     "arch": arch, "signature": model_signature(model), "epoch": epoch + 1, "best": best,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "scaler": scaler.state_dict(), "rng": rng_state(), "config": cfg.to_dict(),
+                    "scaler": scaler.state_dict(), "rng": rng_state(), "config": cfg.to_dict(), "history": history,
                 }
                 save_checkpoint(run.dir / "checkpoint_latest.pth", state)
                 if improved:
                     save_checkpoint(run.dir / "checkpoint_best.pth", state)
+            log.steps(epoch, step_losses)
+            log.epoch(record, {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
+        log.hparams(cfg.to_dict(), record)
     finally:
         log.close()
     return record

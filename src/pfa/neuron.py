@@ -13,11 +13,14 @@ Backward replaces dS/dH by a surrogate: "atan", alpha / 2 / (1 + (pi / 2 * alpha
 spikingjelly's `ATan`, or "rectangle", 1[|H - c| < width] / (2 * width) with c = surrogate_center (default v_threshold).
 FSVAE's neuron is `LIF(tau=4/3, v_threshold=0.2, decay_input=False, detach_reset=False, surrogate="rectangle",
 surrogate_center=0.0)`. The state is computed in float32 (float64 for float64 inputs); spikes have the input's dtype.
+A membrane that becomes NaN or infinite (diverged weights) makes the last step's spikes NaN, so the loss shows it
+instead of the neuron falling silent.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 
 import torch
 from spikingjelly.activation_based import base
@@ -42,16 +45,21 @@ def cupy_available() -> bool:
     return True
 
 
+class LIFError(UserError, ValueError):
+    """An impossible LIF setting: a UserError (one line at the command line) and a ValueError (for library users)."""
+
+
 def _number(name: str, value, low: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or (low is not None and not value > low):
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or (
+            low is not None and not value > low):
         bound = "" if low is None else f" greater than {low:g}"
-        raise UserError(f"LIF: {name} must be a number{bound}, got {value!r}")
+        raise LIFError(f"LIF: {name} must be a finite number{bound}, got {value!r}")
     return float(value)
 
 
 def _choice(name: str, value, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        raise UserError(f"LIF: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise LIFError(f"LIF: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value
 
 
@@ -79,6 +87,9 @@ class LIF(base.MemoryModule):
     ):
         super().__init__()
         v_threshold = _number("v_threshold", v_threshold)
+        if v_reset is not None and not v_threshold > _number("v_reset", v_reset):
+            raise LIFError(f"LIF: v_threshold must be above v_reset, got {v_threshold} <= {v_reset}: the neuron would "
+                           "fire at every step or never")
         self.params = LIFParams(
             tau=_number("tau", tau, low=1.0),
             v_threshold=v_threshold,

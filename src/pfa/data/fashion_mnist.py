@@ -7,6 +7,7 @@
 """
 
 import gzip
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,11 +46,11 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise UserError(f"cannot read {path} ({e}); replace it with an intact copy") from None
     ndim = raw[3] if len(raw) >= 4 else 0
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or ndim == 0:
-        raise UserError(f"{path} is not a uint8 idx file; expected Fashion-MNIST's original files")
+    if len(raw) < 4 + 4 * ndim or raw[:3] != b"\x00\x00\x08" or ndim == 0:
+        raise UserError(f"{path} is not a uint8 idx file ({len(raw)} bytes); expected Fashion-MNIST's original files")
     shape = tuple(int(s) for s in np.frombuffer(raw, ">u4", ndim, offset=4))
     data = np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
@@ -106,7 +107,10 @@ def load_fashion_mnist(data_dir: str | None, train: bool) -> FashionMNIST:
     images_name, labels_name = FILES[train]
     images = read_idx(_find(folder, images_name))
     labels = read_idx(_find(folder, labels_name))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or labels.ndim != 1 or len(images) != len(labels):
         raise UserError(f"{folder}: images {images.shape} and labels {labels.shape} do not match; "
                         "expected [N, 28, 28] images and N labels")
+    if labels.size and labels.max() >= len(CLASSES):
+        raise UserError(f"{folder}/{labels_name}: label {labels.max()} is not a Fashion-MNIST class (0 to "
+                        f"{len(CLASSES) - 1}); replace the file with an intact copy")
     return FashionMNIST(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))

@@ -190,6 +190,9 @@ class _BuildLock:
                     self.took_over = True
                     continue
                 owner = f"process {pid} on {host} (lock {self.path})"
+                if host not in (socket.gethostname(), "?"):  # another host or container: cannot tell if it lives
+                    raise UserError(f"{self.path.parent} is being prepared by {owner}, which this host cannot check; "
+                                    "if that build has ended, delete the lock and run again") from busy
                 if not self.wait:
                     raise UserError(f"{self.path.parent} is being prepared by {owner}: wait for it to finish, or "
                                     "delete the lock if that process is gone") from busy
@@ -298,7 +301,24 @@ def _convert_events(name: str, root: Path, workers: int, progress: bool) -> None
         culprit = failed[0] if failed else extract
         raise UserError(f"corrupt event file {culprit}: spikingjelly cannot decode it ({type(error).__name__}: "
                         f"{error}); replace it from the original archive") from error
+    try:
+        _check_not_empty(events_np, sources)
+    except UserError:
+        shutil.rmtree(events_np, ignore_errors=True)
+        marker.unlink()
+        raise
     marker.unlink()
+
+
+def _check_not_empty(events_np: Path, sources: list[tuple[Path, str]]) -> None:
+    """A recording without events (an empty or header-only file) would train as all-zero frames: name it instead."""
+    for path in sorted(events_np.rglob("*.npz")):
+        with np.load(path) as events:
+            if events["t"].size:
+                continue
+        raw = next((src for src, out in sources if path in set(events_np.glob(out))), path)
+        raise UserError(f"event recording {raw} holds no events (an empty or header-only file); replace it from the "
+                        "original archive, or remove it")
 
 
 def _expected_outputs(name: str, extract: Path) -> int:

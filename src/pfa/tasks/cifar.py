@@ -63,6 +63,8 @@ class CifarConfig(TrainConfig):
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         return values.get("dataset")
 
+    RESUME_FREE = ("report",)
+
     def __post_init__(self) -> None:
         if isinstance(self.rank, str) and self.rank.strip().lstrip("-").isdigit():
             self.rank = int(self.rank)  # one rank, as a flag or in YAML: an int like the other fields

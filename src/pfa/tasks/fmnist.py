@@ -33,6 +33,7 @@ class FMNISTConfig(TrainConfig):
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
     RECIPES = RECIPES
+    RESUME_FREE = ("save_attention",)
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:

@@ -67,8 +67,16 @@ class GenerationConfig(TrainConfig):
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         return values.get("dataset", cls.dataset)
 
+    UNUSED = ("loss", "tet_lambda")  # the VAE's loss is its own
+    RESUME_FREE = ("images", "fid_every", "fid_samples", "fid_autoencoder", "fid_autoencoder_epochs",
+                   "inception_weights")
+
     def validate(self) -> None:
         super().validate()
+        for name in ("fid_autoencoder", "inception_weights"):
+            path = getattr(self, name)
+            if path is not None and Path(path).is_dir():
+                raise UserError(f"--{name.replace('_', '-')} {path} is a folder; give a file path (e.g. {path}/x.pth)")
         for name in ("rank", "time_steps", "latent_dim", "k", "images", "fid_autoencoder_epochs"):
             if getattr(self, name) <= 0:
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")

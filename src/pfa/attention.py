@@ -25,17 +25,29 @@ def _positive_int(name: str, value) -> int:
 @torch.autocast("cuda", enabled=False)
 @torch.autocast("cpu", enabled=False)
 def compose(u: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """AMC as one batched product: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`."""
-    return torch.matmul(u.to(dtype), s.to(dtype))
+    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`.
+
+    One batched product per time step writes straight into A: a single broadcast matmul would first copy s T times
+    (R/C of the input's size) and lay A out [N, T, ...]."""
+    u, s = u.to(dtype), s.to(dtype)
+    a = u.new_empty(*u.shape[:3], s.shape[2])
+    for u_t, a_t in zip(u.unbind(), a.unbind(), strict=True):
+        torch.bmm(u_t, s, out=a_t)
+    return a
 
 
 @torch.autocast("cuda", enabled=False)
 @torch.autocast("cpu", enabled=False)
 def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes."""
-    u_a, s_a = u.to(grad_a.dtype), s.to(grad_a.dtype)
-    grad_u = torch.matmul(grad_a, s_a.mT)
-    grad_s = torch.matmul(u_a.mT, grad_a).sum(0)
+    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes.
+
+    dL/ds sums over T inside the products (accumulated per step), never forming a [T, N, R, H*W] intermediate."""
+    u_a, s_t = u.to(grad_a.dtype), s.to(grad_a.dtype).mT
+    grad_u = torch.empty_like(u_a)
+    grad_s = s_t.new_zeros(s.shape)
+    for u_t, g_t, gu_t in zip(u_a.unbind(), grad_a.unbind(), grad_u.unbind(), strict=True):
+        torch.bmm(g_t, s_t, out=gu_t)
+        grad_s.baddbmm_(u_t.mT, g_t)
     return grad_u.to(u.dtype), grad_s.to(s.dtype)
 
 

@@ -5,10 +5,11 @@
 
 Both variants train (forward, loss, backward, Adam step, reset) on the same random batch, timed alternately in one
 process so that machine noise hits both alike; the table reports medians and the ratio ours / baseline in images per
-second (and peak memory on CUDA). Both use the network's own neuron options (FMNIST: the reset is not detached).
+second (and peak memory on CUDA). Both use the network's own neuron options (FMNIST: the reset is not detached); ours
+is the network as FMNIST/run.py trains it (channels-last), the baseline the reference's (contiguous NCHW).
 Networks are named entries of CONFIGS; add one with a builder taking (neuron factory or None for the network's own,
-PFA factory or None for pfa.PFA). `--amp fp16|bf16` runs both under autocast (fp16 with a GradScaler on CUDA);
-`--compile` wraps ours in torch.compile and reports the compile time (its first steps) separately.
+PFA factory or None for pfa.PFA, channels_last). `--amp fp16|bf16` runs both under autocast (fp16 with a GradScaler
+on CUDA); `--compile` wraps ours in torch.compile and reports the compile time (its first steps) separately.
 
     python bench/train_step.py                          # every config, CPU
     python bench/train_step.py --config fmnist --device cuda --steps 20 --amp bf16
@@ -37,17 +38,17 @@ from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
 
 @dataclass
 class BenchConfig:
-    build: Callable[[Callable[[], nn.Module] | None, Callable[..., nn.Module] | None], nn.Module]
+    build: Callable[[Callable[[], nn.Module] | None, Callable[..., nn.Module] | None, bool], nn.Module]
     input_shape: tuple[int, ...]
     classes: int
     batch_size: int
 
 
 CONFIGS = {
-    "fmnist": BenchConfig(lambda lif, pfa: FashionMNISTNet(4, 128, 4, "pfa", 0.7, lif, pfa), (1, 28, 28), 10, 64),
-    "fmnist-quick": BenchConfig(lambda lif, pfa: FashionMNISTNet(4, 32, 4, "pfa", 0.3, lif, pfa), (1, 28, 28), 10, 64),
+    "fmnist": BenchConfig(lambda *parts: FashionMNISTNet(4, 128, 4, "pfa", 0.7, *parts), (1, 28, 28), 10, 64),
+    "fmnist-quick": BenchConfig(lambda *parts: FashionMNISTNet(4, 32, 4, "pfa", 0.3, *parts), (1, 28, 28), 10, 64),
 }
-VARIANTS = {"ours": (None, None), "baseline": (lambda: spikingjelly_lif(detach_reset=False), LoopPFA)}
+VARIANTS = {"ours": (None, None, True), "baseline": (lambda: spikingjelly_lif(detach_reset=False), LoopPFA, False)}
 AMP = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -91,9 +92,9 @@ def bench(name: str, device: torch.device, steps: int, warmup: int, rounds: int,
     images = torch.rand(batch, *config.input_shape, device=device)
     labels = torch.randint(0, config.classes, (batch,), device=device)
     setups, times, memory, compile_s = {}, {v: [] for v in VARIANTS}, {}, None
-    for variant, (lif, pfa) in VARIANTS.items():
+    for variant, parts in VARIANTS.items():
         torch.manual_seed(0)
-        model = config.build(lif, pfa).to(device)
+        model = config.build(*parts).to(device)
         optimizer = torch.optim.Adam(model.parameters(), 1e-3)
         if compile and variant == "ours":
             model = torch.compile(model)

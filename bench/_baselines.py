@@ -36,5 +36,5 @@ class LoopPFA(nn.Module):
         return F.relu(y).transpose(0, 1)
 
 
-def spikingjelly_lif() -> nn.Module:
-    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=True, step_mode="m")
+def spikingjelly_lif(detach_reset: bool = True) -> nn.Module:
+    return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=detach_reset, step_mode="m")

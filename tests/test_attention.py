@@ -160,3 +160,25 @@ def test_autocast_bfloat16_follows_the_input_dtype_and_stays_close():
     y.float().sum().backward()
     assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
     torch.testing.assert_close(y.float(), module(x), atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("fusion", ["mul", "add"])
+def test_channels_last_input_gives_the_same_output_and_gradients_in_its_layout(fusion):
+    torch.manual_seed(3)
+    module = PFA(T=3, C=5, rank=4, fusion=fusion).double()
+    x = torch.rand(3, 2, 5, 4, 6, dtype=torch.float64)
+    x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    grad = torch.randn_like(x)
+    results = []
+    for inp in (x, x_cl):
+        inp = inp.clone().requires_grad_()
+        y = module(inp)
+        y.backward(grad)
+        results.append((y, inp.grad, [p.grad.clone() for p in module.parameters()]))
+        module.zero_grad()
+    (y, gx, gp), (y_cl, gx_cl, gp_cl) = results
+    assert y_cl.stride() == x_cl.stride() and gx_cl.stride() == x_cl.stride()
+    torch.testing.assert_close(y_cl, y)
+    torch.testing.assert_close(gx_cl, gx)
+    for a, b in zip(gp_cl, gp, strict=True):
+        torch.testing.assert_close(a, b)

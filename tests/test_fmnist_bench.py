@@ -2,6 +2,7 @@
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,29 @@ def test_benchmark_reports_both_rates_and_their_ratio(capsys):
     assert result["ours"] > 0 and result["baseline"] > 0
     assert math.isclose(result["ratio"], result["ours"] / result["baseline"])
     assert "| fmnist-quick | 4 |" in capsys.readouterr().out
+
+
+def test_benchmark_runs_under_bf16_autocast(capsys):
+    [result] = train_step.main(["--config", "fmnist-quick", "--batch-size", "2", "--steps", "1", "--rounds", "1",
+                                "--warmup", "0", "--device", "cpu", "--amp", "bf16"])
+    assert result["ours"] > 0 and result["baseline"] > 0 and result["compile_s"] is None
+    assert "amp bf16" in capsys.readouterr().out
+
+
+def test_baseline_neurons_use_the_networks_options():
+    """The reference-equivalent network differs only in the implementations: its LIFNodes do not detach the reset."""
+    config = train_step.CONFIGS["fmnist-quick"]
+    ours = config.build(*train_step.VARIANTS["ours"])
+    theirs = config.build(*train_step.VARIANTS["baseline"])
+    our_neurons = [m for m in ours.modules() if hasattr(m, "params")]
+    their_neurons = [m for m in theirs.modules() if hasattr(m, "detach_reset")]
+    assert len(our_neurons) == len(their_neurons) == 4
+    assert all(not m.params.detach_reset for m in our_neurons) and all(not m.detach_reset for m in their_neurons)
+
+
+def test_profile_lists_the_lif_and_the_convolutions():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from profile_step import main as profile_main
+
+    table = profile_main(["--batch-size", "2", "--steps", "1", "--rows", "60"])
+    assert "_MultiStepLIF" in table and "convolution" in table

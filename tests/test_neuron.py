@@ -65,6 +65,19 @@ def test_float32_matches_spikingjelly(backend, config):
     torch.testing.assert_close(ours[3], theirs[3], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("config", [CONFIGS["default"], CONFIGS["reset-not-detached"]], ids=["default", "not-detached"])
+def test_channels_last_input_gives_the_same_numbers_in_its_own_layout(config):
+    """A channels-last [T, N, C, H, W] input is processed in memory order: equal results, channels-last outputs."""
+    x, grad = lif_input("cpu", shape=(3, 2, 5, 4, 6))
+    x_cl = x.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (3, 2))
+    assert not x_cl.is_contiguous()
+    plain, last = two_calls(LIF(**config), x, grad), two_calls(LIF(**config), x_cl, grad)
+    for a, b in zip(plain, last, strict=True):
+        assert torch.equal(a, b)
+    assert last[0].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+    assert last[3].flatten(0, 1).is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 def test_half_precision_keeps_a_float32_state(backend, dtype):

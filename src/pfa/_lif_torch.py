@@ -66,7 +66,10 @@ def _through_reset(c, h, s_t, f, scale, combine, tmp, p: LIFParams):
             combine(c, c, f, value=-p.v_threshold * scale, out=c)
         return
     if not p.detach_reset:  # V = H * (1 - S) + v_reset * S, with dS/dH = sg
-        torch.sub(h, p.v_reset, out=tmp).mul_(c)
+        if p.v_reset:
+            torch.sub(h, p.v_reset, out=tmp).mul_(c)
+        else:
+            torch.mul(h, c, out=tmp)
     torch.addcmul(c, c, s_t, value=-1, out=c)
     if not p.detach_reset:
         combine(c, tmp, f, value=-scale, out=c)
@@ -79,19 +82,39 @@ def propagate_non_finite(spikes: torch.Tensor, v: torch.Tensor) -> None:
     spikes[-1].add_(v.view(spikes.shape[1:]), alpha=0)
 
 
+def _step_order(x_seq: torch.Tensor) -> list[int]:
+    """The dimensions of one step [N, ...] by decreasing stride: permuting a channels-last (or any dense) input by
+    them makes it contiguous, so the neurons are read in memory order without a copy and the outputs keep the layout."""
+    return sorted(range(x_seq.dim() - 1), key=lambda d: -x_seq.stride(d + 1))
+
+
+def _inverse(order: list[int]) -> list[int]:
+    return sorted(range(len(order)), key=order.__getitem__)
+
+
+def _unpermute(flat: torch.Tensor, shape: torch.Size, order: list[int]) -> torch.Tensor:
+    """A flat buffer in permuted memory order, viewed with the original dimension order (and the same strides)."""
+    inverse = _inverse(order)
+    if len(shape) == len(order):
+        return flat.view(shape).permute(inverse)
+    return flat.view(shape).permute(0, *(d + 1 for d in inverse))
+
+
 class _MultiStepLIF(torch.autograd.Function):
     """(x_seq [T, N, ...], v0 [N, ...]) -> (spikes [T, N, ...] in x's dtype, v [N, ...], v_seq or an empty tensor)."""
 
     @staticmethod
     def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
-        x = x_seq.detach().contiguous().view(x_seq.shape[0], v0.numel())
+        order = _step_order(x_seq)
+        x_p = x_seq.detach().permute(0, *(d + 1 for d in order)).contiguous()
+        x = x_p.view(x_seq.shape[0], v0.numel())
         numel = x.shape[1]
         state_dtype = v0.dtype
         needs_grad = any(ctx.needs_input_grad[:2])
         spikes = torch.empty_like(x)
         h_seq = torch.empty_like(x, dtype=state_dtype) if needs_grad else None
         v_seq = torch.empty_like(x, dtype=state_dtype) if store_v_seq else None
-        v = v0.detach().reshape(-1).to(dtype=state_dtype, copy=True)
+        v = v0.detach().permute(order).reshape(-1).to(dtype=state_dtype, copy=True)
         tau = torch.tensor(params.tau, dtype=state_dtype, device=x.device)
         chunk = _chunk_size(numel, x.device)
         tmp = torch.empty(min(chunk, numel), dtype=state_dtype, device=x.device)
@@ -107,13 +130,12 @@ class _MultiStepLIF(torch.autograd.Function):
                     v_seq[t, a:b].copy_(v_c)
 
         propagate_non_finite(spikes, v)
-        ctx.params = params
-        ctx.x_shape = x_seq.shape
+        ctx.params, ctx.order = params, order
         if needs_grad:
             ctx.save_for_backward(h_seq, spikes)
-        v_seq_out = v_seq.view(x_seq.shape) if v_seq is not None else v.new_empty(0)
+        v_seq_out = _unpermute(v_seq, x_p.shape, order) if v_seq is not None else v.new_empty(0)
         ctx.mark_non_differentiable(v_seq_out)
-        return spikes.view(x_seq.shape), v.view(v0.shape), v_seq_out
+        return _unpermute(spikes, x_p.shape, order), _unpermute(v, x_p.shape[1:], order), v_seq_out
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v, _grad_v_seq):
@@ -122,10 +144,12 @@ class _MultiStepLIF(torch.autograd.Function):
         h_seq, spikes = ctx.saved_tensors
         p = ctx.params
         numel = h_seq.shape[1]
-        gs = grad_spikes.contiguous().view(h_seq.shape)
+        order = ctx.order
+        gs_p = grad_spikes.permute(0, *(d + 1 for d in order))
+        gs = gs_p.reshape(h_seq.shape)
         grad_x = torch.empty_like(spikes)
         g = 1 / p.tau if p.decay_input else 1.0
-        c = grad_v.detach().reshape(-1).to(h_seq.dtype).mul(g)
+        c = grad_v.detach().permute(order).reshape(-1).to(h_seq.dtype).mul(g)
         one = torch.ones((), dtype=h_seq.dtype, device=h_seq.device)
         same_dtype = grad_x.dtype == h_seq.dtype
 
@@ -146,4 +170,4 @@ class _MultiStepLIF(torch.autograd.Function):
                 if not same_dtype:
                     gx_t.copy_(out)
 
-        return grad_x.view(ctx.x_shape), c.div_(g).view(grad_v.shape), None, None
+        return (_unpermute(grad_x, gs_p.shape, order), _unpermute(c.div_(g), gs_p.shape[1:], order), None, None)

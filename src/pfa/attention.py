@@ -24,18 +24,37 @@ def _positive_int(name: str, value) -> int:
 
 @torch.autocast("cuda", enabled=False)
 @torch.autocast("cpu", enabled=False)
-def compose(u: torch.Tensor, s: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """AMC as one batched product: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A [T, N, C, H*W] in `dtype`."""
-    return torch.matmul(u.to(dtype), s.to(dtype))
+def compose(u: torch.Tensor, s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """AMC: u [T, N, C, R] (lambda*Tf*Cf) @ s [N, R, H*W] -> A shaped, typed and laid out like `like` [T, N, C, H, W].
+
+    One batched product per time step writes straight into A (a single broadcast matmul would first copy s T times,
+    R/C of the input's size); for a channels-last `like` the transposed products s^T u^T write A channels-last."""
+    u, s = u.to(like.dtype), s.to(like.dtype)
+    channels_last = like.stride(2) == 1 and like.shape[2] > 1
+    if channels_last:
+        a = u.new_empty(*u.shape[:2], s.shape[2], u.shape[2])
+        for u_t, a_t in zip(u.unbind(), a.unbind(), strict=True):
+            torch.bmm(s.mT, u_t.mT, out=a_t)
+        a = a.mT
+    else:
+        a = u.new_empty(*u.shape[:3], s.shape[2])
+        for u_t, a_t in zip(u.unbind(), a.unbind(), strict=True):
+            torch.bmm(u_t, s, out=a_t)
+    return a.unflatten(3, like.shape[3:])
 
 
 @torch.autocast("cuda", enabled=False)
 @torch.autocast("cpu", enabled=False)
 def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes."""
-    u_a, s_a = u.to(grad_a.dtype), s.to(grad_a.dtype)
-    grad_u = torch.matmul(grad_a, s_a.mT)
-    grad_s = torch.matmul(u_a.mT, grad_a).sum(0)
+    """Gradients of `compose` with respect to u and s, given dL/dA [T, N, C, H*W]; returned in u's and s's dtypes.
+
+    dL/ds sums over T inside the products (accumulated per step), never forming a [T, N, R, H*W] intermediate."""
+    u_a, s_t = u.to(grad_a.dtype), s.to(grad_a.dtype).mT
+    grad_u = torch.empty_like(u_a)
+    grad_s = s_t.new_zeros(s.shape)
+    for u_t, g_t, gu_t in zip(u_a.unbind(), grad_a.unbind(), grad_u.unbind(), strict=True):
+        torch.bmm(g_t, s_t, out=gu_t)
+        grad_s.baddbmm_(u_t.mT, g_t)
     return grad_u.to(u.dtype), grad_s.to(s.dtype)
 
 
@@ -54,7 +73,7 @@ class _ProjectedFullAttention(torch.autograd.Function):
     def forward(ctx, x, module, *params):
         channel_mean, pooled = x.mean(2), x.mean((3, 4))
         u, s = module.project(channel_mean, pooled)
-        y = compose(u, s, x.dtype).view_as(x)
+        y = compose(u, s, x)
         y = y.mul_(x) if module.fusion == "mul" else y.add_(x)
         ctx.module, ctx.autocast = module, _autocast_state(x.device.type)
         ctx.save_for_backward(x, channel_mean, pooled)
@@ -69,7 +88,7 @@ class _ProjectedFullAttention(torch.autograd.Function):
             channel_mean = channel_mean.detach().requires_grad_()
             pooled = pooled.detach().requires_grad_()
             u, s = module.project(channel_mean, pooled)
-        a = compose(u.detach(), s.detach(), x.dtype).view_as(x)
+        a = compose(u.detach(), s.detach(), x)
         if module.fusion == "mul":
             # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
             grad_z = torch.ops.aten.threshold_backward(grad_y, x, 0)
@@ -157,7 +176,7 @@ class PFA(nn.Module):
         """The composed attention map A for `x`, in the module's layout (for inspection: no gradient)."""
         x = self._time_first(x)
         u, s = self.project(x.mean(2), x.mean((3, 4)))
-        return self._restore_layout(compose(u, s, x.dtype).view_as(x))
+        return self._restore_layout(compose(u, s, x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self._time_first(x)

@@ -39,6 +39,12 @@ class FashionMNIST(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.images[index].unsqueeze(0).float().div_(255), int(self.labels[index])
 
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, int]]:
+        """A whole batch in one indexing and one conversion (DataLoader calls this instead of __getitem__ per image)."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        images = self.images[index].unsqueeze(1).float().div_(255)
+        return list(zip(images.unbind(), self.labels[index].tolist(), strict=True))
+
 
 def read_idx(path: Path) -> np.ndarray:
     """An idx file (maybe gzipped): big-endian magic 0x0000 <dtype 0x08 = uint8> <ndim>, ndim uint32 sizes, data."""

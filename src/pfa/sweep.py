@@ -80,7 +80,8 @@ def load_study(path: str, root: str = "results") -> Study:
         raise UserError(f"cannot read the study {path} ({type(e).__name__}); give a YAML file with name, entry, "
                         "flags and grid") from None
     if not isinstance(data, dict) or not {"name", "entry", "grid"} <= set(data):
-        raise UserError(f"study {path} must be a mapping with at least name, entry and grid; see python -m pfa.sweep -h")
+        raise UserError(f"study {path} must be a mapping with at least name, entry and grid; "
+                        "see python -m pfa.sweep -h")
     grid = data["grid"]
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values")
@@ -113,16 +114,17 @@ def read_json(path: Path) -> dict | None:
 
 
 def read_history(run_dir: Path) -> list[dict]:
-    """The run's epochs in order, one record per epoch (a resumed epoch keeps its last record)."""
-    path = run_dir / HISTORY
-    if not path.exists():
-        return []
-    by_epoch = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_epoch[record["epoch"]] = record
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    """A run's records in epoch order, from history.jsonl (or an engine's metrics.jsonl); a resumed epoch's last."""
+    for name in (HISTORY, "metrics.jsonl"):
+        path = Path(run_dir) / name
+        if path.exists():
+            by_epoch = {}
+            for line in path.read_text().splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    by_epoch[record["epoch"]] = record
+            return [by_epoch[e] for e in sorted(by_epoch)]
+    return []
 
 
 def status(run_dir: Path) -> str:

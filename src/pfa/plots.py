@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure  # a Figure without pyplot needs no display and keeps no global state
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from pfa.cli import guarded
 from pfa.errors import UserError
@@ -37,6 +38,7 @@ def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
             if any(key in r for r in history):
                 ax.plot(epochs, [r.get(key, np.nan) for r in history], style, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("accuracy" if metric == "acc" else "loss")
         ax.set_title(("accuracy" if metric == "acc" else "loss") + " per epoch")
         ax.grid(alpha=0.3)
@@ -58,6 +60,7 @@ def accuracy_bands(groups: dict[str, list[list[dict]]], path: Path, key: str = "
         (line,) = ax.plot(epochs, mean, "-o", label=f"{label} (n={len(values)})")
         ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{key.replace('_', ' ')} (%)")
     ax.set_title(title or f"{key.replace('_', ' ')} per epoch: mean ± std over seeds")
     ax.grid(alpha=0.3)
@@ -95,10 +98,11 @@ def accuracy_against_rank(ranked: dict[float, list[float]], baselines: dict[str,
 def report_chart(report: dict, path: Path, title: str = "") -> Path:
     """Spike rate per neuron layer and SOPs per sample per synaptic layer (a `pfa.report` dict), side by side."""
     rates, synops = report["spike_rates"], report["synops"]
-    fig = Figure(figsize=(12, 0.5 + 0.35 * max(len(rates), len(synops), 4)))
+    fig = Figure(figsize=(12, 1 + 0.3 * max(len(rates), len(synops), 4)), layout="constrained")
     axes = fig.subplots(1, 2)
     ax = axes[0]
-    ax.barh(range(len(rates)), [r["rate"] for r in rates], color="C0")
+    bars = ax.barh(range(len(rates)), [r["rate"] for r in rates], color="C0")
+    ax.bar_label(bars, [f"{r['rate']:.4f}" for r in rates], padding=2, fontsize=7)
     ax.set_yticks(range(len(rates)), [r["name"] for r in rates], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("spike rate (spikes per neuron per step)")

@@ -68,6 +68,13 @@ def configuration(spec: RunSpec) -> str:
     return " ".join(parts) or "all"
 
 
+def _progress(run_dir) -> str:
+    metrics, config = read_json(run_dir / "metrics.json"), read_json_yaml(run_dir / "config.yaml")
+    if not metrics or not config:
+        return "not started"
+    return f"{metrics.get('epoch')} of {config.get('epochs')} epochs"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
 
@@ -127,6 +134,8 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
     labels = list(dict.fromkeys(configuration(s) for s in specs))
     baselines = [label for label in labels if label.split()[0] in ("none", "ma")]
     flags = " ".join(f"{k}={v}" for k, v in study.flags.items())
+    done = {r["run_id"] for r in rows}
+    pending = [f"{s.id} ({_progress(study.dir / 'runs' / s.id)})" for s in specs if s.id not in done]
     loads = [r["mean_load1"] for r in rows if r["mean_load1"] != ""]
     text = [
         f"# {study.name}",
@@ -136,6 +145,8 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         "in runs.csv; the whole study (continuing where it stopped) by:",
         "",
         f"    {command}",
+        "",
+        f"Not finished: {', '.join(pending)}." if pending else "All runs finished.",
         "",
         "Mean ± standard deviation over seeds (sample std; `nan` with one seed). Final = after the last epoch; best = "
         "the best epoch, chosen on the test set itself (optimistic). Train images/s counts each epoch's evaluation "
@@ -179,13 +190,12 @@ def write_report(study: Study, specs: list[RunSpec], command: str) -> str:
     """Write runs.csv, summary.md and the plots under results/<name>/; returns a one-line account."""
     from pfa import plots
 
-    rows, groups, histories, by_id = [], {}, {}, {}
+    rows, groups, histories = [], {}, {}
     for spec in specs:
         row = run_row(study, spec)
         if row is None:
             continue
         rows.append(row)
-        by_id[spec.id] = spec
         groups.setdefault(configuration(spec), []).append(row)
         histories.setdefault(configuration(spec), []).append(read_history(study.dir / "runs" / spec.id))
     study.dir.mkdir(parents=True, exist_ok=True)

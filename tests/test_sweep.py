@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -21,6 +22,7 @@ TINY = {
     "entry": "FMNIST/run.py",
     "flags": {"device": "cpu", "train_samples": 128, "test_samples": 64, "epochs": 2, "width": 4, "dropout": 0.0},
     "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rank": 2}]},
+    "env": {"OMP_NUM_THREADS": 1},
 }
 
 
@@ -86,10 +88,11 @@ def test_command_column_reproduces_the_run(swept, tmp_path):
     study, _ = swept
     with open(study.dir / "runs.csv") as f:
         row = list(csv.DictReader(f))[1]
-    argv = shlex.split(row["command"])
-    assert argv[:2] == ["python", "FMNIST/run.py"]
-    argv[argv.index("--out-dir") + 1] = str(tmp_path / "again")
-    subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, check=True, capture_output=True)
+    env, python, entry, *args = shlex.split(row["command"])
+    assert (env, python, entry) == ("OMP_NUM_THREADS=1", "python", "FMNIST/run.py")
+    args[args.index("--out-dir") + 1] = str(tmp_path / "again")
+    subprocess.run([sys.executable, entry, *args], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["test_acc"] == float(row["final_test_acc"]) and again["epoch"] == 2
 

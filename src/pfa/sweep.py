@@ -8,6 +8,7 @@ STUDY.yaml::
     name: fmnist-attention          # results/<name>/
     entry: FMNIST/run.py            # run as `python ENTRY FLAGS... --out-dir results/<name>/runs/<run-id>`
     flags: {quick: true, device: cpu}
+    env: {OMP_NUM_THREADS: 1}       # optional: environment of every run (also written into its command)
     grid:                           # the product of the lists, the first key varying slowest
       seed: [1, 2, 3]
       model:                        # an item that is a mapping sets several flags at once (the key only names the axis)
@@ -44,6 +45,7 @@ class Study:
     flags: dict
     grid: dict
     root: Path
+    env: dict
 
     @property
     def dir(self) -> Path:
@@ -70,7 +72,8 @@ class RunSpec:
 
     def command(self, study: Study) -> str:
         """The shell command that reproduces this run from the repository root."""
-        return shlex.join(["python", *self.argv(study)[1:]])
+        return " ".join([*(f"{k}={shlex.quote(str(v))}" for k, v in study.env.items()),
+                         shlex.join(["python", *self.argv(study)[1:]])])
 
 
 def load_study(path: str, root: str = "results") -> Study:
@@ -87,7 +90,8 @@ def load_study(path: str, root: str = "results") -> Study:
         raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values")
     if not Path(data["entry"]).is_file():
         raise UserError(f"study {path}: entry {data['entry']} does not exist; run from the repository root")
-    return Study(str(data["name"]), str(data["entry"]), dict(data.get("flags") or {}), grid, Path(root))
+    return Study(str(data["name"]), str(data["entry"]), dict(data.get("flags") or {}), grid, Path(root),
+                 {str(k): str(v) for k, v in (data.get("env") or {}).items()})
 
 
 def _slug(value) -> str:
@@ -161,7 +165,7 @@ def train(study: Study, spec: RunSpec, log=sys.stdout) -> int:
             (run_dir / name).unlink(missing_ok=True)
     print(f"[sweep] {shlex.join(argv)}", file=log, flush=True)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                               env={**os.environ, **study.env, "PYTHONUNBUFFERED": "1"})
     for line in process.stdout:
         log.write(line)
         log.flush()

@@ -158,7 +158,8 @@ def _dvsgesture(root: Path, per_class: int, rng) -> dict:
 
 
 WRITERS = {"cifar10dvs": _cifar10dvs, "dvsgesture": _dvsgesture, "ncaltech101": _ncaltech101, "nmnist": _nmnist}
-DEFAULT_PER_CLASS = {"cifar10dvs": 4, "dvsgesture": 2, "ncaltech101": 2, "nmnist": 4}
+# CIFAR10-DVS: enough recordings that the README's short demo learns and its 10 % test side holds 20 of them.
+DEFAULT_PER_CLASS = {"cifar10dvs": 20, "dvsgesture": 2, "ncaltech101": 2, "nmnist": 4}
 
 
 def write_samples(dataset: str, root, per_class: int | None = None, seed: int = 0) -> dict:

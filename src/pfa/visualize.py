@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from spikingjelly.activation_based import functional
 from torch.utils.data import Dataset
 
@@ -34,7 +35,7 @@ def _show(fig: Figure, ax, values, title: str, vmin=None, vmax=None, colourbar: 
     ax.set_ylabel(ylabel, fontsize=8)
     ax.tick_params(labelsize=7)
     if colourbar:
-        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, format=ScalarFormatter(useOffset=False))
     return image
 
 
@@ -54,7 +55,8 @@ def _shared_row(fig: Figure, axes, maps: list[np.ndarray], titles: list[str]) ->
         image = _show(fig, ax, values, title, low, high, colourbar=False)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.colorbar(image, ax=list(axes[:len(maps)]), fraction=0.046 / len(maps), pad=0.02)
+    fig.colorbar(image, ax=list(axes[:len(maps)]), fraction=0.046 / len(maps), pad=0.02,
+                 format=ScalarFormatter(useOffset=False))
 
 
 def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title: str) -> Figure:

@@ -9,6 +9,7 @@ STUDY.yaml::
     entry: FMNIST/run.py            # run as `python ENTRY FLAGS... --out-dir results/<name>/runs/<run-id>`
     flags: {quick: true, device: cpu}
     env: {OMP_NUM_THREADS: 1}       # optional: environment of every run (also written into its command)
+    notes: ["..."]                  # optional: facts about the runs that summary.md must carry
     grid:                           # the product of the lists, the first key varying slowest
       seed: [1, 2, 3]
       model:                        # an item that is a mapping sets several flags at once (the key only names the axis)
@@ -46,6 +47,7 @@ class Study:
     grid: dict
     root: Path
     env: dict
+    notes: list
 
     @property
     def dir(self) -> Path:
@@ -90,8 +92,9 @@ def load_study(path: str, root: str = "results") -> Study:
         raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values")
     if not Path(data["entry"]).is_file():
         raise UserError(f"study {path}: entry {data['entry']} does not exist; run from the repository root")
-    return Study(str(data["name"]), str(data["entry"]), dict(data.get("flags") or {}), grid, Path(root),
-                 {str(k): str(v) for k, v in (data.get("env") or {}).items()})
+    env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
+    notes = [str(n) for n in data.get("notes") or []]
+    return Study(str(data["name"]), str(data["entry"]), dict(data.get("flags") or {}), grid, Path(root), env, notes)
 
 
 def _slug(value) -> str:

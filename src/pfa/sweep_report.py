@@ -170,6 +170,7 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         "- One dataset; nothing here speaks for event data or larger images.",
         "- Speed was measured on a shared machine (load average below); compare it between rows only roughly.",
         "",
+        *(["## Notes", "", *(f"- {note}" for note in study.notes), ""] if study.notes else []),
         "## Where",
         "",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",

@@ -23,6 +23,7 @@ TINY = {
     "flags": {"device": "cpu", "train_samples": 128, "test_samples": 64, "epochs": 2, "width": 4, "dropout": 0.0},
     "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rank": 2}]},
     "env": {"OMP_NUM_THREADS": 1},
+    "notes": ["a fact the summary must carry"],
 }
 
 
@@ -80,6 +81,7 @@ def test_report_files_and_columns(swept):
     assert all(float(r["train_images_per_s"]) > 0 and float(r["wall_seconds"]) > 0 for r in rows)
     summary = (study.dir / "summary.md").read_text()
     assert "2 of 2 runs finished" in summary and "| pfa rank=2 | 1 |" in summary and "spikingjelly" in summary
+    assert "- a fact the summary must carry" in summary and "not enough finished runs" in summary
     for png in ("test_acc.png", "acc_vs_rank.png"):
         assert (study.dir / png).read_bytes()[:4] == b"\x89PNG"
 

@@ -159,8 +159,9 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         "",
         "Final test accuracy; the gain is the difference of the means over seeds.",
         "",
-        *(comparisons(groups, [b for b in baselines if b in groups]) or ["- not enough finished runs (2 seeds of a "
-                                                                          "configuration and of a baseline) to say."]),
+        *(comparisons(groups, [b for b in baselines if b in groups])
+          or ["- not enough finished runs to estimate the seed-to-seed spread (it needs 2 seeds of a configuration and "
+              "of a baseline), so no verdict yet: a difference between single runs is not evidence either way."]),
         "",
         "## What this study does not show",
         "",

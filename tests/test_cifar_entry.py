@@ -46,7 +46,7 @@ def event_root(tmp_path_factory):
     def get(dataset: str) -> Path:
         if dataset not in roots:
             roots[dataset] = tmp_path_factory.mktemp(dataset)
-            write_samples(dataset, roots[dataset])
+            write_samples(dataset, roots[dataset], per_class=2)  # the smallest set with a test side per class
         return roots[dataset]
 
     return get

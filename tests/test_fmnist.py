@@ -63,11 +63,10 @@ def test_attention_pictures(trained):
     out, _ = trained
     pictures = sorted((out / "attention").iterdir())
     assert [p.name for p in pictures] == ["test00000.png", "test00001.png"]
-    # Layout of pfa.visualize: rows of tiles 112 px with 8 px gaps and 14 px captions; T = R = 4 here, so each row
-    # holds 1 + 2 + 4 tiles in 6 panels: 8 + 6 * 8 + 7 * 112 = 840 wide, 8 + 2 * (14 + 112 + 8) = 276 high.
+    # pfa.visualize's figure: 2.1 in per column, 2 + max(T, R) = 6 columns, 4.8 in high, at 100 dpi.
     for picture in pictures:
         with Image.open(picture) as image:
-            assert image.size == (840, 276) and image.mode == "RGB"
+            assert image.size == (1260, 480) and image.format == "PNG"
             assert len(image.getcolors(maxcolors=10_000)) > 20  # real content, not a blank canvas
 
 

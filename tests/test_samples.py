@@ -55,12 +55,16 @@ def test_gesture_recordings_are_cut_by_their_label_files(tmp_path):
 
 
 def test_recordings_are_nontrivial_and_class_dependent():
+    """Class k's blob crosses the sensor in row band k, left or right at random (so a horizontal flip keeps it)."""
     rng = np.random.default_rng(0)
-    a, b = (samples.moving_blob(rng, label, 4, 128, 128) for label in (0, 2))
-    assert np.all(np.diff(a["t"]) >= 0) and set(np.unique(a["p"])) == {0, 1}
-    assert 0 <= a["x"].min() and a["x"].max() < 128 and 0 <= a["y"].min() and a["y"].max() < 128
-    late = a["t"] > np.median(a["t"])  # blob 0 moves right, blob 2 left
-    assert np.median(a["x"][late]) > 64 + 10 and np.median(b["x"][late]) < 64 - 10
+    recordings = [samples.class_events(rng, label, 4, 128, 128, 4000) for label in (0, 0, 0, 0, 3)]
+    for events in recordings:
+        assert np.all(np.diff(events["t"]) >= 0) and set(np.unique(events["p"])) == {0, 1}
+        assert 0 <= events["x"].min() and events["x"].max() < 128 and 0 <= events["y"].min() <= events["y"].max() < 128
+    rows = [np.median(events["y"]) for events in recordings]
+    assert all(8 < row < 24 for row in rows[:4]) and 104 < rows[4] < 120  # band centres 16 and 112
+    early = [np.median(e["x"][e["t"] < np.quantile(e["t"], 0.2)]) for e in recordings[:4]]
+    assert min(early) < 40 and max(early) > 88  # both directions occur
 
 
 def test_cli_writes_files_and_refuses_an_existing_root(tmp_path, capsys):

@@ -1,11 +1,13 @@
-"""Pictures of what PFA attends to, one PNG per test image, for papers and sanity checks.
+"""Pictures of what PFA attends to, one PNG per test image, for papers and sanity checks (matplotlib).
 
-Layout (tile = 112 px, gap = 8 px, a 14 px caption above each panel), both rows left-aligned:
+Two rows of heat maps, each with its colour bar:
 
-    row 1:  input | A averaged over H, W (T x C, 2 tiles wide) | A averaged over C at t = 1..T (one tile each)
-    row 2:  temporal factors (R x T) | channel factors (R x C, 2 tiles wide) | spatial factors r = 1..R (one tile each)
+    row 1:  the input (summed over time and channels) | A averaged over H, W (T x C) | A averaged over C at t = 1..T
+    row 2:  temporal factors (R x T) | channel factors (R x C) | spatial factors r = 1..R (at most MAX_SPATIAL)
 
-Every panel is scaled to its own min..max and coloured low = dark blue, high = yellow.
+Panels that are compared with each other (the T spatial maps of A; the R spatial factors) share one colour scale.
+Works for any network holding a PFA module (the Fashion-MNIST CNN, the event VGG, the ResNets): the module drawn is
+the `index`-th PFA in `model.modules()` order, and its input is captured by a forward pre-hook.
 """
 
 from pathlib import Path
@@ -13,87 +15,107 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, ImageDraw
+from matplotlib.figure import Figure
+from matplotlib.ticker import ScalarFormatter
 from spikingjelly.activation_based import functional
 from torch.utils.data import Dataset
 
 from pfa.attention import PFA
 
-TILE, GAP, CAPTION = 112, 8, 14
-_COLOURS = np.array([[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]], dtype=np.float64)
+MAX_SPATIAL = 8
+CMAP = "viridis"
 
 
-def colourise(values: np.ndarray) -> np.ndarray:
-    """A 2-D array -> RGB uint8, min..max mapped along a viridis-like ramp."""
-    span = values.max() - values.min()
-    scaled = (values - values.min()) / span if span > 0 else np.zeros_like(values, dtype=np.float64)
-    position = scaled * (len(_COLOURS) - 1)
-    low = np.floor(position).astype(int).clip(0, len(_COLOURS) - 2)
-    frac = (position - low)[..., None]
-    return ((1 - frac) * _COLOURS[low] + frac * _COLOURS[low + 1]).round().astype(np.uint8)
+def _show(fig: Figure, ax, values, title: str, vmin=None, vmax=None, colourbar: bool = True, xlabel: str = "",
+          ylabel: str = "", aspect: str = "equal"):
+    image = ax.imshow(np.asarray(values, dtype=np.float64), cmap=CMAP, vmin=vmin, vmax=vmax, aspect=aspect,
+                      interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
+    if colourbar:
+        fig.colorbar(image, ax=ax, fraction=0.046, pad=0.03, format=ScalarFormatter(useOffset=False))
+    return image
 
 
-def _panel(values: torch.Tensor, width: int) -> Image.Image:
-    image = Image.fromarray(colourise(values.detach().float().cpu().numpy()))
-    return image.resize((width, TILE), Image.NEAREST)
+def _matrix(fig: Figure, ax, values: np.ndarray, title: str, xlabel: str, ylabel: str) -> None:
+    """A small matrix heat map with 1-based integer ticks (at most 8 per axis)."""
+    _show(fig, ax, values, title, xlabel=xlabel, ylabel=ylabel, aspect="auto")
+    for axis, size in ((ax.xaxis, values.shape[1]), (ax.yaxis, values.shape[0])):
+        ticks = np.unique(np.linspace(0, size - 1, min(size, 8)).round().astype(int))
+        axis.set_ticks(ticks, [str(t + 1) for t in ticks])
 
 
-def compose_figure(rows: list[list[tuple[str, Image.Image]]]) -> Image.Image:
-    """Rows of (caption, panel) laid out with gaps, on white."""
-    row_widths = [GAP + sum(panel.width + GAP for _, panel in row) for row in rows]
-    figure = Image.new("RGB", (max(row_widths), GAP + len(rows) * (CAPTION + TILE + GAP)), "white")
-    draw = ImageDraw.Draw(figure)
-    for r, row in enumerate(rows):
-        x, y = GAP, GAP + r * (CAPTION + TILE + GAP)
-        for caption, panel in row:
-            draw.text((x, y), caption, fill="black")
-            figure.paste(panel, (x, y + CAPTION))
-            x += panel.width + GAP
-    return figure
+def _shared_row(fig: Figure, axes, maps: list[np.ndarray], titles: list[str]) -> None:
+    """Heat maps on one colour scale with a single colour bar beside the last."""
+    low, high = min(float(m.min()) for m in maps), max(float(m.max()) for m in maps)
+    image = None
+    for ax, values, title in zip(axes, maps, titles, strict=False):
+        image = _show(fig, ax, values, title, low, high, colourbar=False)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes[:len(maps)]), fraction=0.046 / len(maps), pad=0.02,
+                 format=ScalarFormatter(useOffset=False))
 
 
-def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title: str) -> Image.Image:
-    """The figure for one sample: `spikes` is PFA's input [T, 1, C, H, W], `image` the network's input [C0, H0, W0]."""
-    factors = pfa.factors(spikes)
-    attention = pfa.attention_map(spikes)[:, 0]  # [T, C, H, W]
-    rows = [
-        [(title, _panel(image.mean(0), TILE)), ("A: time x channel", _panel(attention.mean((2, 3)), 2 * TILE))]
-        + [(f"A: space, t={t + 1}", _panel(attention[t].mean(0), TILE)) for t in range(pfa.T)],
-        [("temporal (R x T)", _panel(factors["temporal"][0], TILE)),
-         ("channel (R x C)", _panel(factors["channel"][0], 2 * TILE))]
-        + [(f"spatial, r={r + 1}", _panel(factors["spatial"][0, r], TILE)) for r in range(pfa.rank)],
-    ]
-    return compose_figure(rows)
+def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title: str) -> Figure:
+    """The figure for one sample: `spikes` is PFA's input (one sample), `image` the network's input (any shape ending
+    in H0 x W0: [C, H, W] images or [T, C, H, W] event frames)."""
+    factors = {k: v.detach().float().cpu().numpy() for k, v in pfa.factors(spikes).items()}
+    attention = pfa.attention_map(spikes)
+    attention = (attention[:, 0] if pfa.layout == "TNCHW" else attention[0].permute(3, 0, 1, 2)).float().cpu().numpy()
+    T, R = pfa.T, pfa.rank
+    spatial = min(R, MAX_SPATIAL)
+    fig = Figure(figsize=(2.1 * (2 + max(T, spatial)), 4.8), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)  # each row lays out its own panels and colour bars
+    first = top.subplots(1, 2 + T, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * T})
+    second = bottom.subplots(1, 2 + spatial, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * spatial})
+    picture = image.detach().float().cpu().reshape(-1, *image.shape[-2:]).sum(0).numpy()
+    _show(top, first[0], picture, title)
+    first[0].set_xticks([])
+    first[0].set_yticks([])
+    _matrix(top, first[1], attention.mean((2, 3)), "A averaged over H, W", "channel", "time step")
+    _shared_row(top, first[2:], [attention[t].mean(0) for t in range(T)], [f"A over C, t={t + 1}" for t in range(T)])
+    _matrix(bottom, second[0], factors["temporal"][0], "temporal factors", "time step", "r")
+    _matrix(bottom, second[1], factors["channel"][0], "channel factors", "channel", "r")
+    more = f" (first {spatial} of {R})" if spatial < R else ""
+    _shared_row(bottom, second[2:], [factors["spatial"][0, r] for r in range(spatial)],
+                [f"spatial r={r + 1}{more if r == 0 else ''}" for r in range(spatial)])
+    return fig
 
 
-def find_pfa(model: nn.Module) -> PFA:
+def find_pfa(model: nn.Module, index: int = 0) -> PFA:
     found = [m for m in model.modules() if isinstance(m, PFA)]
     if not found:
         raise ValueError("the model has no PFA module to draw")
-    return found[0]
+    if not 0 <= index < len(found):
+        raise ValueError(f"the model has {len(found)} PFA modules; index {index} is out of range")
+    return found[index]
 
 
 @torch.no_grad()
 def save_attention_figures(model: nn.Module, dataset: Dataset, count: int, out_dir: Path,
-                           class_names: tuple[str, ...] | None = None) -> list[Path]:
+                           class_names: tuple[str, ...] | None = None, index: int = 0) -> list[Path]:
     """Run the first `count` samples of `dataset` through `model` and write one PNG each into `out_dir`."""
-    pfa = find_pfa(model)
+    pfa = find_pfa(model, index)
     captured = {}
     hook = pfa.register_forward_pre_hook(lambda module, args: captured.update(spikes=args[0]))
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     try:
-        for index in range(min(count, len(dataset))):
-            image, label = dataset[index]
+        for position in range(min(count, len(dataset))):
+            image, label = dataset[position]
             model(image.unsqueeze(0).to(device))
             functional.reset_net(model)
             name = class_names[label] if class_names else str(label)
             figure = attention_figure(pfa, captured["spikes"], image, f"input: {name}")
-            paths.append(out_dir / f"test{index:05d}.png")
-            figure.save(paths[-1])
+            paths.append(out_dir / f"test{position:05d}.png")
+            figure.savefig(paths[-1], dpi=100)
     finally:
         hook.remove()
         model.train(was_training)

@@ -1,0 +1,44 @@
+"""pfa.plots: figures from a run's history and from a --report JSON, through the command line."""
+
+import json
+
+import pytest
+
+from pfa import plots
+
+
+def _png(path) -> bool:
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_curves_from_a_history_with_a_resumed_epoch(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    records = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_acc": 0.5 + e / 10,
+                "test_acc": 0.4 + e / 10} for e in (1, 2, 2, 3)]
+    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [r["epoch"] for r in plots.read_history(run)] == [1, 2, 3]
+    plots.main(["curves", str(run)])
+    assert capsys.readouterr().out.strip() == str(run / "curves.png") and _png(run / "curves.png")
+
+
+def test_report_chart(tmp_path):
+    report = {
+        "samples": 4, "parameters": {"total": 1234}, "sops_per_sample": 5e4,
+        "spike_rates": [{"name": "features.3", "rate": 0.12}, {"name": "classifier.1", "rate": 0.0}],
+        "synops": [{"name": "features.1.spatial", "attention": True, "binary_input": False, "sops_per_sample": 10.0},
+                   {"name": "features.4.0", "attention": False, "binary_input": True, "sops_per_sample": 5e4}],
+    }
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    plots.main(["report", str(tmp_path / "report.json")])
+    assert _png(tmp_path / "report.png")
+
+
+def test_missing_inputs_are_one_line(tmp_path, capsys):
+    for argv, expected in ((["curves", str(tmp_path)], "holds no history.jsonl"),
+                           (["report", str(tmp_path / "none.json")], "cannot read")):
+        with pytest.raises(SystemExit) as exit_info:
+            plots.main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert expected in err and err.count("\n") == 1

@@ -1,0 +1,107 @@
+"""pfa.sweep on a tiny real grid: folders, resume of an interrupted run, skip of finished ones, report, reproduction."""
+
+import csv
+import io
+import json
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pfa import sweep
+from pfa.sweep_report import COLUMNS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "name": "tiny",
+    "entry": "FMNIST/run.py",
+    "flags": {"device": "cpu", "train_samples": 128, "test_samples": 64, "epochs": 2, "width": 4, "dropout": 0.0},
+    "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rank": 2}]},
+    "env": {"OMP_NUM_THREADS": 1},
+    "notes": ["a fact the summary must carry"],
+}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Interrupt the first run after 1 of its 2 epochs, sweep, sweep again, report; keep every log."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    (tmp / "tiny.yaml").write_text(yaml.safe_dump(TINY, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        study = sweep.load_study(str(tmp / "tiny.yaml"), str(tmp / "results"))
+        first = sweep.expand(study)[0]
+        cut = replace(first, flags={**first.flags, "epochs": 1})  # the same folder, stopped after epoch 1
+        assert sweep.train(study, cut, io.StringIO()) == 0
+        config = study.dir / "runs" / first.id / "config.yaml"
+        config.write_text(config.read_text().replace("epochs: 1", "epochs: 2"))  # as the 2-epoch run left it
+        logs = []
+        for _ in range(2):
+            logs.append(io.StringIO())
+            assert sweep.sweep(study, logs[-1]) == []
+        sweep.main([str(tmp / "tiny.yaml"), "--results", str(tmp / "results"), "--report"])
+    return study, [log.getvalue() for log in logs]
+
+
+def test_one_folder_per_run_with_its_small_files(swept):
+    study, _ = swept
+    runs = sorted(p.name for p in (study.dir / "runs").iterdir())
+    assert runs == ["seed-1_attention-none", "seed-1_attention-pfa_rank-2"]
+    for name in runs:
+        folder = study.dir / "runs" / name
+        assert json.loads((folder / "metrics.json").read_text())["epoch"] == 2
+        history = sweep.read_history(folder)
+        assert [r["epoch"] for r in history] == [1, 2]
+        assert all({"test_acc", "train_loss", "seconds", "load1"} <= set(r) for r in history)
+    assert "rank: 2" in (study.dir / "runs" / runs[1] / "config.yaml").read_text()
+
+
+def test_interrupted_run_resumes_and_finished_runs_are_skipped(swept):
+    study, (first, second) = swept
+    none_dir = study.dir / "runs" / "seed-1_attention-none"
+    assert f"--resume {none_dir / 'checkpoint_latest.pth'}" in first
+    assert "--resume" not in first.split("seed-1_attention-pfa_rank-2", 1)[1]
+    assert second.count("finished, skipped") == 2 and "FMNIST/run.py" not in second
+
+
+def test_report_files_and_columns(swept):
+    study, _ = swept
+    with open(study.dir / "runs.csv") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == COLUMNS
+    assert [(r["attention"], r["rank"], r["fusion"], r["seed"], r["epochs"]) for r in rows] == [
+        ("none", "", "", "1", "2"), ("pfa", "2", "add/sum", "1", "2")]
+    assert int(rows[1]["parameters"]) > int(rows[0]["parameters"]) > 0
+    assert all(float(r["train_images_per_s"]) > 0 and float(r["wall_seconds"]) > 0 for r in rows)
+    summary = (study.dir / "summary.md").read_text()
+    assert "2 of 2 runs finished" in summary and "| pfa rank=2 | 1 |" in summary and "spikingjelly" in summary
+    assert "- a fact the summary must carry" in summary and "not enough finished runs" in summary
+    for png in ("test_acc.png", "acc_vs_rank.png"):
+        assert (study.dir / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_command_column_reproduces_the_run(swept, tmp_path):
+    study, _ = swept
+    with open(study.dir / "runs.csv") as f:
+        row = list(csv.DictReader(f))[1]
+    env, python, entry, *args = shlex.split(row["command"])
+    assert (env, python, entry) == ("OMP_NUM_THREADS=1", "python", "FMNIST/run.py")
+    args[args.index("--out-dir") + 1] = str(tmp_path / "again")
+    subprocess.run([sys.executable, entry, *args], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    again = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert again["test_acc"] == float(row["final_test_acc"]) and again["epoch"] == 2
+
+
+def test_bad_study_is_one_line(tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text("name: x\nentry: FMNIST/run.py\ngrid: {seed: 1}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        sweep.main([str(tmp_path / "bad.yaml")])
+    assert exit_info.value.code == 2
+    assert "grid must map each flag" in capsys.readouterr().err

@@ -80,9 +80,8 @@ def test_a_build_lock_from_another_host_is_refused_not_waited_for(tmp_path):
 
 
 def test_generation_refuses_flags_it_does_not_use_and_a_folder_as_autoencoder(tmp_path):
-    from pfa.generation.task import GenerationConfig
-
     from pfa.config import parse_config
+    from pfa.tasks.generation import GenerationConfig
 
     for argv, expected in ((["--loss", "ce"], "unrecognized arguments: --loss ce"),
                            (["--tet-lambda", "0.5"], "unrecognized arguments: --tet-lambda"),

@@ -243,7 +243,7 @@ def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[s
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     from_yaml = load_yaml(path, label)
-    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(cls.UNUSED)))
+    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(getattr(cls, "UNUSED", ()))))
     if unknown:
         raise UserError(f"{label} {path}: unknown key(s) {', '.join(unknown)}; "
                         f"valid keys are the flag names, e.g. {', '.join(list(names)[1:6])}")

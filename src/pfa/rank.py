@@ -16,7 +16,6 @@ import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import tensorly as tl
@@ -234,7 +233,6 @@ class RankConfig:
     batch_size: int = arg(32, "inputs per forward pass")
     device: str = arg(None, "torch device (default: cuda if available, else cpu)", default_factory=default_device)
 
-    PROFILES: ClassVar[dict] = {}
 
     def validate(self) -> None:
         if self.checkpoint is None:

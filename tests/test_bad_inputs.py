@@ -8,6 +8,7 @@ import pytest
 import torch
 from test_fmnist import SMALL, assert_one_line_error
 
+from pfa.data import event_frames as ef
 from pfa.data import neuromorphic as nm
 from pfa.data import samples
 from pfa.data.fashion_mnist import DEBIAN_DIR
@@ -74,7 +75,7 @@ def test_event_recordings_without_events_are_named(tmp_path, damage):
 
 def test_a_build_lock_from_another_host_is_refused_not_waited_for(tmp_path):
     samples.write_samples("cifar10dvs", tmp_path, per_class=1)
-    (tmp_path / nm.LOCK_NAME).write_text("otherhost 1\n")
+    (tmp_path / ef.LOCK_NAME).write_text("otherhost 1\n")
     with pytest.raises(UserError, match="being prepared by process 1 on otherhost .* which this host cannot check"):
         nm.build_neuromorphic("cifar10dvs", tmp_path, 4, progress=False, wait=True)
 

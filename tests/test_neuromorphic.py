@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from pfa.data import event_frames as ef
 from pfa.data import neuromorphic as nm
 from pfa.data import samples
 from pfa.errors import UserError
@@ -42,7 +43,7 @@ def _histogram(events, height, width):
     return counts
 
 
-@pytest.mark.parametrize("name", nm.DATASETS)
+@pytest.mark.parametrize("name", ef.DATASETS)
 def test_sample_files_become_frames_with_the_right_shape_counts_and_labels(tmp_path, name):
     written = samples.write_samples(name, tmp_path, per_class=2, seed=1)
     data = nm.build_neuromorphic(name, tmp_path, T, progress=False, workers=2)
@@ -115,13 +116,13 @@ def test_load_split_rejects_a_damaged_file(tmp_path):
         nm.load_split(tmp_path / "split.json")
 
 
-@pytest.mark.parametrize("name", nm.DATASETS)
+@pytest.mark.parametrize("name", ef.DATASETS)
 def test_missing_raw_data_says_what_to_download_from_where_to_where(tmp_path, name):
     with pytest.raises(UserError) as error:
         nm.build_neuromorphic(name, tmp_path, T, progress=False)
     message = str(error.value)
-    assert "\n" not in message and str(tmp_path / "download") in message and nm.SPECS[name].page in message
-    assert all(archive in message for archive in nm.SPECS[name].archives)
+    assert "\n" not in message and str(tmp_path / "download") in message and ef.SPECS[name].page in message
+    assert all(archive in message for archive in ef.SPECS[name].archives)
     assert f"pfa.data.samples --dataset {name}" in message
     assert not (tmp_path / "events_np").exists() and not (tmp_path / "events_np.building").exists()
 
@@ -160,7 +161,7 @@ def test_a_corrupt_event_file_is_named_and_nothing_half_built_stays(tmp_path, na
     with pytest.raises(UserError, match=f"corrupt event file {path}"):
         nm.build_neuromorphic(name, tmp_path, T, progress=False)
     assert not (tmp_path / "events_np").exists() and not (tmp_path / "events_np.building").exists()
-    assert not (tmp_path / nm.LOCK_NAME).exists()
+    assert not (tmp_path / ef.LOCK_NAME).exists()
 
 
 def test_a_corrupt_frame_file_is_named(cifar10dvs):
@@ -227,23 +228,23 @@ def test_a_marker_left_by_a_dead_pfa_build_is_cleaned_up(cifar10dvs):
     folder.mkdir()
     (folder / "half_written.npz").write_bytes(b"")
     folder.with_name(folder.name + ".building").touch()
-    (cifar10dvs / nm.LOCK_NAME).write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {_dead_pid()}\n")
     data = nm.build_neuromorphic("cifar10dvs", cifar10dvs, 6, progress=False)
     assert len(data.train) + len(data.test) == 30 and not (folder / "half_written.npz").exists()
-    assert not folder.with_name(folder.name + ".building").exists() and not (cifar10dvs / nm.LOCK_NAME).exists()
+    assert not folder.with_name(folder.name + ".building").exists() and not (cifar10dvs / ef.LOCK_NAME).exists()
 
 
 def test_a_live_build_is_not_disturbed(cifar10dvs):
-    (cifar10dvs / nm.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
+    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
     with pytest.raises(UserError, match=f"being prepared by process {os.getppid()}"):
         nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False, wait=False)
-    assert (cifar10dvs / nm.LOCK_NAME).exists() and not (cifar10dvs / "events_np").exists()
+    assert (cifar10dvs / ef.LOCK_NAME).exists() and not (cifar10dvs / "events_np").exists()
 
 
 def test_a_second_process_waits_for_the_builder_then_uses_its_frames(cifar10dvs, monkeypatch, capsys):
-    monkeypatch.setattr(nm, "LOCK_POLL_S", 0.05)
-    (cifar10dvs / nm.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
-    builder = threading.Timer(0.3, (cifar10dvs / nm.LOCK_NAME).unlink)  # the other process finishes
+    monkeypatch.setattr(ef, "LOCK_POLL_S", 0.05)
+    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
+    builder = threading.Timer(0.3, (cifar10dvs / ef.LOCK_NAME).unlink)  # the other process finishes
     builder.start()
     data = nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False)
     builder.join()
@@ -265,6 +266,6 @@ def test_workers_reach_spikingjelly_and_are_restored():
     from spikingjelly import configure
 
     before = configure.max_threads_number_for_datasets_preprocess
-    with nm._workers(3):
+    with ef._workers(3):
         assert configure.max_threads_number_for_datasets_preprocess == 3
     assert configure.max_threads_number_for_datasets_preprocess == before

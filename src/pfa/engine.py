@@ -37,13 +37,11 @@ resumed epoch: the learning rate follows the new schedule as if it had applied f
 import contextlib
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional
@@ -52,11 +50,19 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from pfa import rundir
 from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
-from pfa.config import SCHEDULE, TrainConfig, save_config, saved_provenance
+from pfa.config import TrainConfig, save_config, saved_provenance
 from pfa.distributed import ShardSampler, all_reduce_min, all_reduce_sum, broadcast_object, init_process, shutdown
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
 from pfa.runlog import RunLog, Throttle, progress, write_json
+from pfa.training_state import (
+    build_optimizer,
+    build_scheduler,
+    restore_training,
+    rng_state,
+    seed_everything,
+    set_rng_state,
+)
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best", "config")
 
@@ -122,6 +128,7 @@ class Run:
     def __init__(self, cfg: TrainConfig, name: str):
         self.cfg = cfg
         self.process, self.device = init_process(cfg.device)
+        self.log: RunLog | None = None  # the run's one writer of logs and pictures, set by `fit`
         if cfg.resume and not cfg.eval_only:  # a resumed run continues in its own folder
             own = Path(cfg.resume).parent
             if cfg.out_dir is not None and Path(cfg.out_dir).resolve() != own.resolve():
@@ -191,49 +198,6 @@ class Run:
         if self._lock is not None:
             rundir.release(self._lock)
         shutdown()
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every RNG a run draws from, in types `torch.load(weights_only=True)` accepts."""
-    _, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos, "has_gauss": has_gauss, "gauss": gauss},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss_next = state["python"]
-    random.setstate((version, tuple(internal), gauss_next))
-    numpy = state["numpy"]
-    keys = numpy["keys"].numpy().astype(np.uint32)
-    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def build_optimizer(cfg: TrainConfig, params) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    optimizer = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler | None:
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.cosine_t_max)
-    if cfg.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    return None
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
@@ -368,44 +332,6 @@ def _better(task: Task, value: float, best: float | None) -> bool:
     return best is None or (value > best if task.maximize else value < best)
 
 
-def _schedule(cfg: TrainConfig) -> dict[str, Any]:
-    """The schedule settings in effect (t_max resolved), compared on resume."""
-    return {k: getattr(cfg, k) for k in SCHEDULE} | {"t_max": cfg.cosine_t_max}
-
-
-def _restore_training(cfg: TrainConfig, checkpoint: dict, optimizer, scheduler, scaler) -> dict[str, list]:
-    """Load the optimiser, scheduler and scaler states; apply the schedule settings changed since the checkpoint
-    (returned as {name: [old, new]}): the learning rate then follows the new schedule as if it had applied from the
-    start, the optimiser's moments are kept."""
-    optimizer.load_state_dict(checkpoint["optimizer"])
-    scaler.load_state_dict(checkpoint["scaler"])
-    saved = checkpoint["config"]
-    old = {k: saved.get(k) for k in SCHEDULE} | {"t_max": saved.get("t_max") or saved.get("epochs")}
-    new = _schedule(cfg)
-    changes = {k: [old[k], new[k]] for k in new if old[k] != new[k]}
-    if not changes:
-        if scheduler is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-        return {}
-    epoch = checkpoint["epoch"]
-    for group in optimizer.param_groups:
-        group["initial_lr"] = cfg.lr
-        group["weight_decay"] = cfg.weight_decay
-        if "momentum" in group:
-            group["momentum"] = cfg.momentum
-    if cfg.scheduler == "cosine":
-        lr = cfg.lr * (1 + math.cos(math.pi * epoch / cfg.cosine_t_max)) / 2
-    elif cfg.scheduler == "step":
-        lr = cfg.lr * cfg.gamma ** (epoch // cfg.step_size)
-    else:
-        lr = cfg.lr
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    if scheduler is not None:
-        scheduler.last_epoch, scheduler._last_lr = epoch, [lr] * len(optimizer.param_groups)
-    return changes
-
-
 def _metrics_epoch(folder: Path) -> int | None:
     """The epoch metrics.json describes (None if it is missing or unreadable)."""
     try:
@@ -457,10 +383,10 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
                 RunLog(run.dir, run.is_main, first_epoch=start, history=history).close()
                 return history[-1]
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
-        changes = _restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
+        changes = restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
         set_rng_state(checkpoint["rng"])
     run.prepare_dir(changes, resumed_at=start if checkpoint is not None else None, files=files)
-    log = RunLog(run.dir, run.is_main, first_epoch=start, history=history)
+    log = run.log = RunLog(run.dir, run.is_main, first_epoch=start, history=history)
     record = history[-1] if history else {}
     try:
         for epoch in range(start, cfg.epochs):

@@ -121,3 +121,16 @@ class RunLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def images(self, epoch: int, grids: dict) -> None:
+        """Pictures [C, H, W] in [0, 1]: `<name>.png` (latest), `images/epoch_NNNN_<name>.png` and TensorBoard."""
+        if not self.enabled:
+            return
+        from torchvision.utils import save_image
+
+        (self.run_dir / "images").mkdir(exist_ok=True)
+        for name, grid in grids.items():
+            save_image(grid, self.run_dir / f"{name}.png")
+            save_image(grid, self.run_dir / "images" / f"epoch_{epoch:04d}_{name}.png")
+            self.writer.add_image(f"images/{name}", grid, epoch)
+        self.writer.flush()

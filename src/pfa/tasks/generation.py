@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import make_grid
 
 from pfa.attentions import attention_kinds
 from pfa.config import TrainConfig, arg
@@ -124,30 +124,6 @@ def reconstruction_grid(originals: torch.Tensor, recons: torch.Tensor) -> torch.
     return picture_grid(pairs.transpose(0, 1).flatten(0, 2), columns)
 
 
-class PictureLog:
-    """Writes the epoch's pictures as PNGs (latest + per-epoch copy) and as TensorBoard images."""
-
-    def __init__(self, run_dir: Path, first_epoch: int):
-        self.run_dir, self.first_epoch, self.writer = Path(run_dir), first_epoch, None
-
-    def write(self, epoch: int, grids: dict[str, torch.Tensor]) -> None:
-        if self.writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            purge_step = self.first_epoch + 1 if self.first_epoch else None
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
-        (self.run_dir / "images").mkdir(exist_ok=True)
-        for name, grid in grids.items():
-            save_image(grid, self.run_dir / f"{name}.png")
-            save_image(grid, self.run_dir / "images" / f"epoch_{epoch:04d}_{name}.png")
-            self.writer.add_image(f"images/{name}", grid, epoch)
-        self.writer.flush()
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
 class GenerationTask(Task):
     """Batches of (images, labels); the model returns (reconstruction, {"loss", "recon_loss", "distance_loss"}),
     has `sample(n)`, `set_epoch(epoch, epochs)` and `clip_weights()` (called after each step)."""
@@ -158,7 +134,6 @@ class GenerationTask(Task):
     def __init__(self, model: nn.Module, cfg: GenerationConfig, metrics: SampleMetrics | None):
         self.model, self.cfg, self.metrics = model, cfg, metrics
         self.shown: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.pictures: PictureLog | None = None
 
     def train_step(self, model: nn.Module, batch: Any) -> StepResult:
         images = batch[0]
@@ -186,10 +161,8 @@ class GenerationTask(Task):
         model.eval()
         with private_rng(run.device, self.cfg.seed + epoch):
             samples = model.sample(self.cfg.images)
-            if self.pictures is None:  # the first epoch of this process: a resumed run starts past 0
-                self.pictures = PictureLog(run.dir, first_epoch=epoch)
             grids = {"reconstructions": reconstruction_grid(*self.shown), "samples": picture_grid(samples)}
-            self.pictures.write(epoch + 1, grids)
+            run.log.images(epoch + 1, grids)
             if self.metrics is not None and self.metrics.due(epoch):
                 return self.metrics(model, run.dir, run.device)
         return None
@@ -197,9 +170,6 @@ class GenerationTask(Task):
     def record(self, epochs_done: int, train: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
         return {"epoch": epochs_done, **train, **{f"test_{k}": v for k, v in test.items()}}
 
-    def close(self) -> None:
-        if self.pictures is not None:
-            self.pictures.close()
 
 
 def train(cfg: GenerationConfig) -> dict:
@@ -209,8 +179,4 @@ def train(cfg: GenerationConfig) -> dict:
         model = build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)).to(run.device)
         wanted = run.is_main and cfg.fid_every > 0 and not cfg.eval_only
         metrics = SampleMetrics(cfg, CHANNELS[cfg.dataset], train_set, test_set) if wanted else None
-        task = GenerationTask(model, cfg, metrics)
-        try:
-            return fit(run, model, task, train_set, test_set, describe(cfg))
-        finally:
-            task.close()
+        return fit(run, model, GenerationTask(model, cfg, metrics), train_set, test_set, describe(cfg))

@@ -65,8 +65,10 @@ class FashionMNISTNet(nn.Module):
             neuron(),
         )
         self.channels_last = channels_last
-        if channels_last:
-            self.to(memory_format=torch.channels_last)
+        if channels_last:  # 2-D convolutions only: other kinds of attention hold 3-D or 5-D weights
+            for module in self.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.to(memory_format=torch.channels_last)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images [N, 1, 28, 28] -> output spikes [T, N, 10]."""

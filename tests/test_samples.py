@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from pfa.data import samples
-from pfa.data.neuromorphic import SPECS
+from pfa.data.event_frames import SPECS
 from pfa.errors import UserError
 
 

@@ -130,7 +130,8 @@ def test_bad_inputs_give_one_line_and_exit_2(argv, message, capsys):
 def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
     from pfa.checkpoint import save_checkpoint
 
-    save_checkpoint(tmp_path / "vae.pth", {"arch": "FSVAE(in_channels=1)", "config": {}, "model": {}})
+    save_checkpoint(tmp_path / "vae.pth", {"arch": "FSVAE(in_channels=1)", "signature": "0", "epoch": 1, "config": {},
+                                           "model": {}})
     with pytest.raises(SystemExit):
         rank.main(["--checkpoint", str(tmp_path / "vae.pth")])
     assert "holds FSVAE(in_channels=1)" in capsys.readouterr().err

@@ -182,7 +182,7 @@ def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.Ar
     parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in cls.UNUSED:
+        if f.name in getattr(cls, "UNUSED", ()):
             continue
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
@@ -227,7 +227,7 @@ def _inherit(cls: type[TrainConfig], given: dict[str, Any], path: str) -> dict[s
     from pfa.checkpoint import load_checkpoint  # torch.load; only when resuming
 
     saved = load_checkpoint(path, needs=("config",))["config"]
-    names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)
+    names = {f.name for f in dataclasses.fields(cls)} - set(getattr(cls, "UNUSED", ()))
     free = set(RESUME_FREE) | set(cls.RESUME_FREE) | (set(SCHEDULE) if not given.get("eval_only") else set())
     for name, value in given.items():
         if name in saved and name not in free and value != saved[name]:

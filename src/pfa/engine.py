@@ -51,9 +51,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pfa import rundir
 from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
 from pfa.config import TrainConfig, save_config, saved_provenance
-from pfa.distributed import ShardSampler, all_reduce_min, all_reduce_sum, broadcast_object, init_process, shutdown
+from pfa.distributed import ShardSampler, broadcast_object, init_process, shutdown
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
+from pfa.meter import Divergence, EpochMeter
 from pfa.runlog import RunLog, Throttle, progress, write_json
 from pfa.training_state import (
     build_optimizer,
@@ -210,54 +211,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-@dataclass
-class Divergence:
-    """The first step (0-based, within its epoch) whose loss or gradients were not finite, and that step's loss."""
-
-    step: int
-    loss: float
-
-
-class _Meter:
-    """Sums of batch means times batch sizes, and the finiteness flag, kept on the device until `result()` reduces
-    them over processes: no host synchronisation per step."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.sums, self.count = device, {}, 0
-        self.ok = torch.ones((), dtype=torch.bool, device=device)  # every step so far was finite
-        self.good_steps = torch.zeros((), dtype=torch.int64, device=device)  # steps before the first bad one
-        self.loss_at_stop = torch.zeros((), dtype=torch.float64, device=device)  # the loss of the first bad step
-
-    def add(self, step: StepResult) -> None:
-        for key, value in step.metrics.items():
-            value = torch.as_tensor(value, device=self.device).detach().double() * step.count
-            self.sums[key] = self.sums[key] + value if key in self.sums else value
-        self.count += step.count
-
-    def watch(self, loss: torch.Tensor, grads: list[torch.Tensor]) -> None:
-        """Fold this step's finiteness (the loss and each gradient tensor's L2 norm: one fused pass, faster than
-        isfinite or the max norm; a norm that overflows float32 counts as diverged too) into the device flag."""
-        loss = loss.detach().double().reshape(())
-        values = [loss, *(g.double() for g in torch._foreach_norm(grads))] if grads else [loss]
-        finite = torch.stack(values).isfinite().all()
-        self.loss_at_stop = torch.where(self.ok, loss, self.loss_at_stop)  # frozen once a bad step was folded in
-        self.ok &= finite
-        self.good_steps += self.ok
-
-    def means(self) -> dict[str, float]:
-        return {k: v.item() / self.count for k, v in self.sums.items()}
-
-    def result(self) -> tuple[dict[str, float], Divergence | None]:
-        """Means over all processes, and the first non-finite step of any process (None when all were finite)."""
-        count = torch.tensor(self.count, device=self.device, dtype=torch.float64)
-        bad_loss = torch.where(self.ok, 0.0, self.loss_at_stop)
-        totals = all_reduce_sum(torch.stack([*self.sums.values(), count, (~self.ok).double(), bad_loss]))
-        first = all_reduce_min(self.good_steps.clone())  # processes that stayed finite count all their steps
-        *sums, count, n_bad, loss, step = torch.cat([totals, first.double().reshape(1)]).tolist()
-        means = {k: s / count for k, s in zip(self.sums, sums, strict=True)}
-        return means, Divergence(int(step), loss) if n_bad else None
-
-
 def _loaders(run: Run, train_set: Dataset, test_set: Dataset) -> tuple[DataLoader, DataLoader]:
     cfg, process = run.cfg, run.process
     # Shuffling comes from seed + epoch (set_epoch), not from a running RNG, so resuming reshuffles identically.
@@ -293,7 +246,7 @@ def train_epoch(run: Run, net: nn.Module, model: nn.Module, task: Task, loader: 
                 epoch: int) -> tuple[dict[str, float], Divergence | None, torch.Tensor]:
     """One epoch; returns the metrics, the first non-finite step (or None) and the loss of every step."""
     net.train()
-    meter = _Meter(run.device)
+    meter = EpochMeter(run.device)
     bar = progress(loader, f"epoch {epoch + 1}/{run.cfg.epochs}", run.is_main)
     refresh = Throttle(seconds=2.0)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -320,7 +273,7 @@ def train_epoch(run: Run, net: nn.Module, model: nn.Module, task: Task, loader: 
 @torch.no_grad()
 def evaluate(run: Run, net: nn.Module, task: Task, loader: DataLoader) -> dict[str, float]:
     net.eval()
-    meter = _Meter(run.device)
+    meter = EpochMeter(run.device)
     for batch in progress(loader, "test", run.is_main):
         with run.autocast():
             meter.add(task.eval_step(net, to_device(batch, run.device)))

@@ -70,4 +70,4 @@ def test_profile_lists_the_lif_and_the_convolutions():
     from profile_step import main as profile_main
 
     table = profile_main(["--batch-size", "2", "--steps", "1", "--rows", "60"])
-    assert "_MultiStepLIF" in table and "convolution" in table
+    assert "CpuMultiStepLIF" in table and "convolution" in table

@@ -9,12 +9,13 @@ import torch.distributed as dist
 import torch.nn as nn
 from spikingjelly.activation_based import functional, neuron, surrogate
 
+import pfa._lif_cpu
 import pfa._lif_torch
 from pfa.errors import UserError
 from pfa.neuron import LIF, cupy_available
 
-BACKENDS = ["torch"] + (["cupy"] if cupy_available() else [])
-DEVICE = {"torch": "cpu", "cupy": "cuda"}
+BACKENDS = ["torch", "cpu"] + (["cupy"] if cupy_available() else [])
+DEVICE = {"torch": "cpu", "cpu": "cpu", "cupy": "cuda"}
 CONFIGS = {
     "default": {},
     "no-decay-input": {"decay_input": False},
@@ -28,8 +29,9 @@ CONFIGS = {
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """Small CPU chunks, so that these small tensors still cross chunk and thread-span boundaries."""
+    """Small CPU chunks and thread spans, so that these small tensors still cross their boundaries."""
     monkeypatch.setattr(pfa._lif_torch, "CPU_CHUNK", 256)
+    monkeypatch.setattr(pfa._lif_cpu, "MIN_PER_THREAD", 64)
 
 
 def spikingjelly_lif(alpha=2.0, **config):
@@ -183,7 +185,7 @@ def fsvae_neuron(x):
     return torch.stack(spikes), u * (1 - o)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cpu"])  # float64; "cpu" = torch: test_lif_cpu.py
 def test_fsvae_configuration_matches_its_step_by_step_neuron(backend):
     x, grad = lif_input(DEVICE[backend], torch.float64, shape=(16, 4, 8, 5, 5))
     x = x * 0.4 - 0.2
@@ -237,7 +239,7 @@ def test_sequential_and_ddp_train_like_spikingjelly():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"backend": "triton"}, "backend must be one of 'auto', 'torch', 'cupy', got 'triton'"),
+        ({"backend": "triton"}, "backend must be one of 'auto', 'torch', 'cupy', 'cpu', got 'triton'"),
         ({"surrogate": "sigmoid"}, "surrogate must be one of 'atan', 'rectangle', got 'sigmoid'"),
         ({"tau": 0.5}, "tau must be a finite number greater than 1, got 0.5"),
         ({"tau": 1.0}, "tau must be a finite number greater than 1, got 1.0"),

@@ -25,11 +25,12 @@ import math
 import torch
 from spikingjelly.activation_based import base
 
+from pfa import _lif_cpu
 from pfa._lif_params import LIFParams
 from pfa._lif_torch import _MultiStepLIF
 from pfa.errors import UserError
 
-BACKENDS = ("auto", "torch", "cupy")
+BACKENDS = ("auto", "torch", "cupy", "cpu")
 SURROGATES = ("atan", "rectangle")
 
 
@@ -66,9 +67,10 @@ def _choice(name: str, value, choices: tuple[str, ...]) -> str:
 class LIF(base.MemoryModule):
     """Multi-step LIF: [T, N, ...] in, spikes of the same shape and dtype out; the final membrane is kept in `v`.
 
-    backend: "torch" (any device), "cupy" (fused CUDA kernels, needs CuPy), or "auto" (CuPy for CUDA inputs when it
-    imports, otherwise torch). With store_v_seq=True the membrane after every step is kept in `v_seq` (not
-    differentiable; for monitoring).
+    backend: "torch" (any device), "cupy" (fused CUDA kernels, needs CuPy), "cpu" (fused C loops for CPU tensors up
+    to float32, compiled on first use with the system's C compiler) or "auto" (CuPy for CUDA inputs when it imports,
+    the C loops for CPU inputs up to float32 when they build, otherwise torch). All give the same floats.
+    With store_v_seq=True the membrane after every step is kept in `v_seq` (not differentiable; for monitoring).
     """
 
     def __init__(
@@ -102,6 +104,8 @@ class LIF(base.MemoryModule):
             center=v_threshold if surrogate_center is None else _number("surrogate_center", surrogate_center),
         )
         self.backend = _choice("backend", backend, BACKENDS)
+        if backend == "cpu" and not _lif_cpu.available():
+            raise UserError(f"LIF: backend='cpu' needs a working C compiler: {_lif_cpu.build_error()}")
         if backend == "cupy" and not cupy_available():
             raise UserError(
                 "LIF: backend='cupy' needs CuPy (pip install cupy-cuda12x or cupy-cuda13x, matching torch's CUDA) "
@@ -137,14 +141,21 @@ class LIF(base.MemoryModule):
             )
         return v.to(device=x_seq.device, dtype=state_dtype)
 
-    def _uses_cupy(self, x_seq: torch.Tensor) -> bool:
-        if self.backend == "torch":
-            return False
-        if self.backend == "auto":
-            return x_seq.is_cuda and cupy_available()
-        if not x_seq.is_cuda:
-            raise UserError(f"LIF: backend='cupy' needs CUDA tensors, got one on {x_seq.device}; use backend='auto'")
-        return True
+    def _function(self, x_seq: torch.Tensor, v0: torch.Tensor) -> type[torch.autograd.Function]:
+        """The autograd Function of the backend that serves this input."""
+        if self.backend == "cpu" or (self.backend == "auto" and _lif_cpu.supports(x_seq, v0) and _lif_cpu.available()):
+            if not _lif_cpu.supports(x_seq, v0):
+                raise UserError(f"LIF: backend='cpu' needs CPU tensors with a float32 state, got {x_seq.dtype} on "
+                                f"{x_seq.device}; use backend='auto'")
+            return _lif_cpu.CpuMultiStepLIF
+        if self.backend == "cupy" or (self.backend == "auto" and x_seq.is_cuda and cupy_available()):
+            if not x_seq.is_cuda:
+                raise UserError(f"LIF: backend='cupy' needs CUDA tensors, got one on {x_seq.device}; "
+                                "use backend='auto'")
+            from pfa._cupy_lif import CupyMultiStepLIF
+
+            return CupyMultiStepLIF
+        return _MultiStepLIF
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:
         if x_seq.dim() < 2 or not x_seq.is_floating_point():
@@ -153,13 +164,7 @@ class LIF(base.MemoryModule):
                 f"got shape {list(x_seq.shape)} and dtype {x_seq.dtype}"
             )
         v0 = self._initial_state(x_seq)
-        if self._uses_cupy(x_seq):
-            from pfa._cupy_lif import CupyMultiStepLIF
-
-            function = CupyMultiStepLIF
-        else:
-            function = _MultiStepLIF
-        spikes, v, v_seq = function.apply(x_seq, v0, self.params, self.store_v_seq)
+        spikes, v, v_seq = self._function(x_seq, v0).apply(x_seq, v0, self.params, self.store_v_seq)
         self.v = v
         self.v_seq = v_seq if self.store_v_seq else None
         return spikes

@@ -1,0 +1,194 @@
+"""The "cpu" LIF backend: the fused C loops of `_lif_cpu.c`, compiled on first use with the system's C compiler.
+
+The library is built once per source version into the user's cache (`$PFA_CACHE_DIR`, else `$XDG_CACHE_HOME/pfa` or
+`~/.cache/pfa`) and loaded with ctypes, which releases the GIL during a call: the neurons are split over
+`torch.get_num_threads()` threads. float32 only; the torch backend serves every other dtype and device.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import math
+import os
+import shlex
+import subprocess
+import sysconfig
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+from pfa._lif_params import LIFParams
+from pfa._lif_torch import _step_order, _unpermute, propagate_non_finite
+
+SOURCE = Path(__file__).with_name("_lif_cpu.c")
+FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as the torch backend
+MIN_PER_THREAD = 1 << 15  # fewer neurons per thread than this run on one thread
+
+
+class _Constants(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int32) for name in ("decay_input", "hard_reset", "detach_reset", "rectangle")] + [
+        (name, ctypes.c_float) for name in ("tau", "v_threshold", "v_reset", "minus_threshold", "k2", "center",
+                                            "width", "through", "minus_scale", "input_scale", "decay")]
+
+
+class BuildError(RuntimeError):
+    """The C compiler is missing or failed; the message says which and how to fall back."""
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("PFA_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pfa"
+    return Path(root)
+
+
+def _compiler() -> list[str]:
+    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+
+
+def _build(target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: concurrent builds are safe
+        partial = Path(tmp) / target.name
+        command = [*_compiler(), *FLAGS, str(SOURCE), "-o", str(partial)]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", "") or str(e)
+            raise BuildError(f"LIF backend 'cpu': `{' '.join(command)}` failed ({detail.strip()[:300]}); install a C "
+                             "compiler (apt-get install gcc) or use backend='torch'") from None
+        os.replace(partial, target)
+
+
+@functools.cache
+def library() -> ctypes.CDLL:
+    """The compiled loops, built on first use (a BuildError says why they cannot be)."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((*_compiler(), *FLAGS)).encode()).hexdigest()[:16]
+    target = _cache_dir() / f"lif_cpu-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
+    if not target.exists():
+        _build(target)
+    lib = ctypes.CDLL(str(target))
+    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
+    constants = ctypes.POINTER(_Constants)
+    lib.lif_forward.argtypes = [pointer, i64, pointer, pointer, pointer, pointer, i64, i64, i64, constants]
+    lib.lif_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, i64, i64, i64, constants]
+    lib.lif_forward.restype = lib.lif_backward.restype = None
+    return lib
+
+
+@functools.cache
+def build_error() -> str | None:
+    """Why the loops cannot be built or loaded here, or None when they can (tried once per process)."""
+    try:
+        library()
+    except (BuildError, OSError) as e:
+        return str(e)
+    return None
+
+
+def available() -> bool:
+    """Whether the loops compile and load here; the first time they do not, a warning says why (backend 'auto' then
+    uses the torch backend)."""
+    error = build_error()
+    if error is not None and not _warned:
+        _warned.append(error)
+        warnings.warn(f"{error}; the LIF neurons use the slower torch backend", RuntimeWarning, stacklevel=3)
+    return error is None
+
+
+_warned: list[str] = []
+
+
+def supports(x_seq: torch.Tensor, v0: torch.Tensor) -> bool:
+    """CPU tensors with a float32 state: float32 inputs, or half-precision ones (converted, as the torch backend's
+    arithmetic does)."""
+    return x_seq.device.type == "cpu" and v0.dtype == torch.float32
+
+
+def constants(p: LIFParams) -> _Constants:
+    """The neuron's scalars as the torch backend rounds them to float32."""
+    scale = p.alpha / 2 if p.surrogate == "atan" else 1 / (2 * p.width)
+    g = 1 / p.tau if p.decay_input else 1.0
+    return _Constants(
+        decay_input=p.decay_input, hard_reset=p.v_reset is not None, detach_reset=p.detach_reset,
+        rectangle=p.surrogate == "rectangle", tau=p.tau, v_threshold=p.v_threshold, v_reset=p.v_reset or 0.0,
+        minus_threshold=-p.v_threshold, k2=(math.pi / 2 * p.alpha) ** 2, center=p.center, width=p.width,
+        through=-p.v_threshold * scale, minus_scale=-scale, input_scale=scale * g, decay=1 - 1 / p.tau,
+    )
+
+
+@functools.cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(workers, thread_name_prefix="pfa-lif")
+
+
+def _parallel(call, count: int) -> None:
+    """call(start, stop) over [0, count) split into one range per torch thread (at least MIN_PER_THREAD neurons each),
+    the first range on this thread."""
+    parts = max(1, min(torch.get_num_threads(), count // MIN_PER_THREAD))
+    bounds = [count * i // parts for i in range(parts + 1)]
+    spans = zip(bounds[1:-1], bounds[2:], strict=True)
+    futures = [_pool(parts - 1).submit(call, a, b) for a, b in spans] if parts > 1 else []
+    call(bounds[0], bounds[1])
+    for future in futures:
+        future.result()
+
+
+def _address(tensor: torch.Tensor | None, offset: int = 0) -> int | None:
+    return None if tensor is None else tensor.data_ptr() + 4 * offset
+
+
+class CpuMultiStepLIF(torch.autograd.Function):
+    """Same contract as pfa._lif_torch._MultiStepLIF, for CPU tensors with a float32 state."""
+
+    @staticmethod
+    def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
+        order = _step_order(x_seq)
+        x_p = x_seq.detach().permute(0, *(d + 1 for d in order)).to(torch.float32).contiguous()
+        steps, count = x_seq.shape[0], v0.numel()
+        needs_grad = any(ctx.needs_input_grad[:2])
+        spikes = torch.empty_like(x_p)
+        h_seq = torch.empty_like(x_p) if needs_grad else None
+        v_seq = torch.empty_like(x_p) if store_v_seq else None
+        v = v0.detach().permute(order).reshape(-1).to(dtype=torch.float32, copy=True)
+        c = constants(params)
+        lib = library()
+
+        def run(a: int, b: int) -> None:
+            lib.lif_forward(_address(x_p, a), count, _address(v, a), _address(spikes, a), _address(h_seq, a),
+                            _address(v_seq, a), count, b - a, steps, ctypes.byref(c))
+
+        _parallel(run, count)
+        propagate_non_finite(spikes, v)
+        ctx.params, ctx.order = params, order
+        if needs_grad:
+            ctx.save_for_backward(h_seq, spikes)
+        ctx.dtype = x_seq.dtype
+        v_seq_out = _unpermute(v_seq, x_p.shape, order) if v_seq is not None else v.new_empty(0)
+        ctx.mark_non_differentiable(v_seq_out)
+        spikes_out = _unpermute(spikes.to(x_seq.dtype), x_p.shape, order)
+        return spikes_out, _unpermute(v, x_p.shape[1:], order), v_seq_out
+
+    @staticmethod
+    def backward(ctx, grad_spikes, grad_v, _grad_v_seq):
+        h_seq, spikes = ctx.saved_tensors
+        p, order = ctx.params, ctx.order
+        gs_p = grad_spikes.permute(0, *(d + 1 for d in order))
+        gs = gs_p.contiguous().to(torch.float32)
+        grad_x = torch.empty_like(spikes)
+        g = 1 / p.tau if p.decay_input else 1.0
+        c = grad_v.detach().permute(order).reshape(-1).to(torch.float32).mul(g)
+        steps, count = spikes.shape[0], c.numel()
+        k = constants(p)
+        lib = library()
+
+        def run(a: int, b: int) -> None:
+            lib.lif_backward(_address(h_seq, a), _address(spikes, a), _address(gs, a), _address(grad_x, a),
+                             _address(c, a), count, b - a, steps, ctypes.byref(k))
+
+        _parallel(run, count)
+        grad_x = _unpermute(grad_x.to(ctx.dtype), gs_p.shape, order)
+        return grad_x, _unpermute(c.div_(g), gs_p.shape[1:], order), None, None

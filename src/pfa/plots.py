@@ -38,7 +38,7 @@ def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
     """One panel per metric of `curve_metrics` (loss, accuracy, ...) against epoch, train and test."""
     epochs = [r["epoch"] for r in history]
     metrics = curve_metrics(history)
-    fig = Figure(figsize=(5 * len(metrics), 3.8))
+    fig = Figure(figsize=(5 * len(metrics), 3.8), layout="constrained")
     for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         train_key = f"train_{metric}" if any(f"train_{metric}" in r for r in history) else metric
         for key, label, style in ((train_key, "train", "-o"), (f"test_{metric}", "test", "-s")):

@@ -1,5 +1,5 @@
 """CIFAR/main.py end to end: sample recordings in each event dataset's raw format, a tiny CIFAR in torchvision's
-layout, per-dataset defaults and YAML configs, split.json on resume, --report, and bad inputs."""
+layout, per-dataset defaults and YAML configs, split.json on resume, --report and --save-attention, and bad inputs."""
 
 import importlib.util
 import json
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from run_outputs import FLAGS, check_outputs
 
 from pfa.attentions import attention_kinds
 from pfa.config import parse_config
@@ -97,8 +98,9 @@ def check_run_dir(out: Path, record: dict) -> dict:
 @pytest.mark.parametrize("dataset", EVENT_DATASETS)
 def test_one_epoch_on_sample_recordings(dataset, event_root, tmp_path):
     root, out = event_root(dataset), tmp_path / "run"
-    record = run(["--dataset", dataset, "--data-dir", root, "--out-dir", out, *TINY])
+    record = run(["--dataset", dataset, "--data-dir", root, "--out-dir", out, *TINY, *FLAGS])
     check_run_dir(out, record)
+    check_outputs(out)
     split = json.loads((out / "split.json").read_text())
     files = sorted(p.stem for p in (root / "extract").rglob("*") if p.suffix in (".aedat", ".bin"))
     assert not set(split["train"]) & set(split["test"]) and split["test"]
@@ -129,10 +131,10 @@ def test_resume_reuses_the_saved_split_and_eval_only_reports(event_root, tmp_pat
 
     evaluated = tmp_path / "eval"
     capsys.readouterr()
-    evaluate = ["--eval-only", "--resume", out / "checkpoint_best.pth", "--report"]
+    evaluate = ["--eval-only", "--resume", out / "checkpoint_best.pth", *FLAGS]
     run(["--dataset", "cifar10dvs", "--data-dir", root, "--out-dir", evaluated, *TINY, *evaluate])
     assert json.loads((evaluated / "split.json").read_text()) == first
-    report = json.loads((evaluated / "report.json").read_text())
+    report = check_outputs(evaluated, curves=False)
     weights = torch.load(out / "checkpoint_best.pth", weights_only=True)["model"]
     buffers = ("running_mean", "running_var", "num_batches_tracked")
     assert report["parameters"]["total"] == sum(v.numel() for k, v in weights.items() if not k.endswith(buffers))
@@ -146,10 +148,10 @@ def test_one_epoch_on_tiny_cifar(dataset, arch, tmp_path):
     write_tiny_cifar(tmp_path / "data", dataset)
     out = tmp_path / "run"
     data = ["--dataset", dataset, "--data-dir", tmp_path / "data", "--out-dir", out]
-    record = run([*data, "--arch", arch, "--report", *TINY, "--T", 2])
+    record = run([*data, "--arch", arch, *FLAGS, *TINY, "--T", 2])
     check_run_dir(out, record)
     assert not (out / "split.json").exists()  # torchvision's own train/test files
-    report = json.loads((out / "report.json").read_text())
+    report = check_outputs(out)
     first_conv = report["synops"][0]
     assert not first_conv["binary_input"] and first_conv["input_nonzero"] > 0.99  # direct encoding: real pixels
 

@@ -88,7 +88,9 @@ def test_run_directory_contents(tmp_path):
     record, _ = train(config(tmp_path, epochs=2))
     run_dir = tmp_path / "run"
     assert {p.name for p in run_dir.iterdir()} == {"config.yaml", "tensorboard", "checkpoint_latest.pth",
-                                                   "checkpoint_best.pth", "metrics.json", "metrics.jsonl"}
+                                                   "checkpoint_best.pth", "metrics.json", "metrics.jsonl",
+                                                   "curves.png"}
+    assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in history] == [1, 2] and history[-1] == record
     provenance = yaml.safe_load((run_dir / "config.yaml").read_text())["provenance"]

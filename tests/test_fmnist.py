@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from run_outputs import FLAGS, check_outputs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from pfa.attentions import attention_kinds
@@ -41,9 +42,9 @@ def read(path):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One short real run shared by the tests below: 600 training images, 2 epochs, 2 attention pictures."""
+    """One short real run shared by the tests below: 600 training images, 2 epochs, a report, 2 attention pictures."""
     out = tmp_path_factory.mktemp("fmnist") / "run"
-    record = run_py.main([*SMALL, "--epochs", "2", "--out-dir", str(out), "--save-attention", "2"])
+    record = run_py.main([*SMALL, "--epochs", "2", "--out-dir", str(out), *FLAGS])
     return out, record
 
 
@@ -59,8 +60,10 @@ def test_short_real_run_lowers_the_loss_and_beats_chance(trained):
     assert "width: 16" in config and "train_samples: 600" in config
 
 
-def test_attention_pictures(trained):
+def test_attention_pictures_report_and_curves(trained):
     out, _ = trained
+    report = check_outputs(out)
+    assert len(report["spike_rates"]) == 4 and sum(r["rate"] for r in report["spike_rates"]) > 0  # the 4 LIF layers
     pictures = sorted((out / "attention").iterdir())
     assert [p.name for p in pictures] == ["test00000.png", "test00001.png"]
     # pfa.visualize's figure: 2.1 in per column, 2 + max(T, R) = 6 columns, 4.8 in high, at 100 dpi.

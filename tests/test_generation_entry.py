@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
+from run_outputs import FLAGS, check_outputs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,7 +48,7 @@ def user_error(argv, capsys) -> str:
 def test_training_lowers_the_reconstruction_loss_and_writes_pictures(tmp_path):
     out = tmp_path / "run"
     main([*TINY, "--epochs", "3", "--train-samples", "96", "--test-samples", "32", "--fid-every", "0",
-          "--out-dir", str(out)])
+          "--out-dir", str(out), *FLAGS])
     recon = scalars(out, "recon/loss")
     assert len(recon) == 3 and recon[-1] < 0.9 * recon[0]
     record = json.loads((out / "metrics.json").read_text())
@@ -64,6 +65,8 @@ def test_training_lowers_the_reconstruction_loss_and_writes_pictures(tmp_path):
     assert len(events.Images("images/samples")) == 3
     for name in ("config.yaml", "checkpoint_latest.pth", "checkpoint_best.pth"):
         assert (out / name).is_file()
+    report = check_outputs(out)  # FSVAE's PFA on the input, its LIF layers
+    assert report["parameters"]["attention"] > 0 and len(report["spike_rates"]) >= 8
 
 
 def test_resume_continues_exactly_and_records_the_autoencoder_fid(tmp_path):

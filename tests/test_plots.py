@@ -22,6 +22,15 @@ def test_curves_from_a_history_with_a_resumed_epoch(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(run / "curves.png") and _png(run / "curves.png")
 
 
+def test_curves_of_a_generative_run_have_a_panel_per_tested_metric(tmp_path):
+    history = [{"epoch": e, "loss": 1 / e, "recon_loss": 0.5 / e, "test_loss": 1.2 / e, "test_recon_loss": 0.6 / e,
+                "best_test_loss": 1.2 / e, "autoencoder_fid": 30.0} for e in (1, 2)]
+    assert plots.curve_metrics(history) == ["loss", "recon_loss"]
+    assert plots.curve_metrics([{"epoch": 1, "test_acc": 0.5, "test_loss": 1.0}]) == ["loss", "acc"]
+    plots.training_curves(history, tmp_path / "curves.png")
+    assert _png(tmp_path / "curves.png")
+
+
 def test_report_chart(tmp_path):
     report = {
         "samples": 4, "parameters": {"total": 1234}, "sops_per_sample": 5e4,

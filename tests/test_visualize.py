@@ -1,11 +1,12 @@
-"""pfa.visualize on the event VGG: any of its PFAs, event-frame inputs, colour bars, one scale per compared row."""
+"""pfa.visualize on the event VGG: any of its PFAs, event-frame inputs, colour bars, one scale per compared row; how
+inputs and labels are drawn."""
 
 import pytest
 import torch
 from PIL import Image
 
 from pfa.models.vgg import SpikingVGG
-from pfa.visualize import MAX_SPATIAL, attention_figure, find_pfa, save_attention_figures
+from pfa.visualize import MAX_SPATIAL, attention_figure, find_pfa, input_picture, label_name, save_attention_figures
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +48,23 @@ def test_panels_colour_bars_and_shared_scales(vgg):
     spatial = [ax.images[0] for ax in bottom.axes if ax.images][2:]
     assert len(spatial) == MAX_SPATIAL and len({m.get_clim() for m in spatial}) == 1
     assert "first 8 of 12" in bottom.axes[2].get_title()
+
+
+def test_inputs_are_drawn_as_event_counts_colour_or_grey():
+    events = torch.zeros(3, 2, 4, 5)
+    events[0, 0, 1, 2], events[2, 1, 1, 2], events[1, 1, 3, 4] = 2.0, 1.0, 1.0
+    picture, label = input_picture(events)
+    assert picture.shape == (4, 5) and picture[1, 2] == 3 and picture.sum() == 4
+    assert label == "events per pixel (3 frames, 2 channels)"
+    rgb = torch.linspace(-2, 2, 3 * 4 * 5).reshape(3, 4, 5)
+    picture, label = input_picture(rgb)
+    assert picture.shape == (4, 5, 3) and picture.min() == 0 and picture.max() == 1
+    assert picture[0, 1, 2] == pytest.approx((rgb[2, 0, 1] + 2).item() / 4)
+    picture, label = input_picture(torch.full((1, 4, 5), -0.5))
+    assert picture.shape == (4, 5) and (picture == -0.5).all() and label == "pixel value"
+
+
+def test_labels_by_name_index_or_not_at_all():
+    names = ("cat", "dog")
+    assert [label_name(1, names), label_name(torch.tensor(0), names), label_name(7, names)] == ["dog", "cat", "7"]
+    assert label_name(3, None) == "3" and label_name(torch.zeros(40, dtype=torch.long), names) is None  # CelebA

@@ -81,7 +81,8 @@ class TrainConfig:
         return None
     # Fields an entry point does not use: no flag, refused in YAML, left out of config.yaml.
     UNUSED: ClassVar[tuple[str, ...]] = ()
-    # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings).
+    # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings); each class of the
+    # hierarchy names its own, and they add up.
     RESUME_FREE: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
@@ -228,7 +229,8 @@ def _inherit(cls: type[TrainConfig], given: dict[str, Any], path: str) -> dict[s
 
     saved = load_checkpoint(path, needs=("config",))["config"]
     names = {f.name for f in dataclasses.fields(cls)} - set(getattr(cls, "UNUSED", ()))
-    free = set(RESUME_FREE) | set(cls.RESUME_FREE) | (set(SCHEDULE) if not given.get("eval_only") else set())
+    own = {name for k in cls.__mro__ for name in vars(k).get("RESUME_FREE", ())}
+    free = set(RESUME_FREE) | own | (set(SCHEDULE) if not given.get("eval_only") else set())
     for name, value in given.items():
         if name in saved and name not in free and value != saved[name]:
             raise UserError(f"--{name.replace('_', '-')} {value} contradicts the run being resumed ({name}: "

@@ -19,7 +19,8 @@ An entry point parses its config, builds its data and model, and hands them to `
 gradients, `optimizer.step()`, `task.after_optimizer_step(model)`,
 `spikingjelly.activation_based.functional.reset_net`; `scheduler.step()`; evaluation with `task.eval_step`; the
 record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns; `checkpoint_latest.pth` and, when
-`task.monitor` improved, `checkpoint_best.pth`, then TensorBoard, `metrics.json` and `metrics.jsonl` (rank 0 only).
+`task.monitor` improved, `checkpoint_best.pth`, then TensorBoard, `metrics.json` and `metrics.jsonl` (rank 0 only);
+after the last epoch `curves.png` (pfa.plots.training_curves of the whole history).
 Step metrics are batch means weighted by `StepResult.count`, summed over all processes. Hooks get `epoch`, the 0-based
 index of the epoch being run; a record's "epoch" is the number of epochs completed.
 
@@ -56,6 +57,7 @@ from pfa.distributed import ShardSampler, broadcast_object, init_process, shutdo
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
 from pfa.meter import Divergence, EpochMeter
+from pfa.plots import training_curves
 from pfa.runlog import RunLog, Throttle, progress, write_json
 from pfa.training_state import (
     build_optimizer,
@@ -337,6 +339,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
             if history and _metrics_epoch(run.dir) != start:  # killed after its last checkpoint, before its metrics
                 run.prepare_dir({}, resumed_at=start)
                 RunLog(run.dir, run.is_main, first_epoch=start, history=history).close()
+                _write_curves(run, history)
                 return history[-1]
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
         changes = restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
@@ -376,5 +379,12 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
         log.hparams(cfg.to_dict(), record)
     finally:
         log.close()
+    _write_curves(run, history)
     return record
+
+
+def _write_curves(run: Run, history: list[dict]) -> None:
+    """curves.png: the run's metrics per epoch, every epoch so far (the main process draws it)."""
+    if run.is_main and history:
+        training_curves(history, run.dir / "curves.png", run.dir.name)
 

@@ -2,11 +2,11 @@
 
 Two rows of heat maps, each with its colour bar:
 
-    row 1:  the input (summed over time and channels) | A averaged over H, W (T x C) | A averaged over C at t = 1..T
+    row 1:  the input (input_picture) | A averaged over H, W (T x C) | A averaged over C at t = 1..T
     row 2:  temporal factors (R x T) | channel factors (R x C) | spatial factors r = 1..R (at most MAX_SPATIAL)
 
 Panels that are compared with each other (the T spatial maps of A; the R spatial factors) share one colour scale.
-Works for any network holding a PFA module (the Fashion-MNIST CNN, the event VGG, the ResNets): the module drawn is
+Works for any network holding a PFA module (the Fashion-MNIST CNN, the VGG and ResNets, FSVAE): the module drawn is
 the `index`-th PFA in `model.modules()` order, and its input is captured by a forward pre-hook.
 """
 
@@ -59,9 +59,30 @@ def _shared_row(fig: Figure, axes, maps: list[np.ndarray], titles: list[str]) ->
                  format=ScalarFormatter(useOffset=False))
 
 
+def input_picture(image: torch.Tensor) -> tuple[np.ndarray, str]:
+    """What to draw of a network input, and how to read it: event frames [T, C, H, W] as events per pixel (summed over
+    steps and polarities), an RGB image [3, H, W] in colour (rescaled to [0, 1]), else the channel mean."""
+    image = image.detach().float().cpu()
+    if image.dim() == 4:
+        return image.sum((0, 1)).numpy(), f"events per pixel ({image.shape[0]} frames, {image.shape[1]} channels)"
+    if image.dim() == 3 and image.shape[0] == 3:
+        low, high = image.min(), image.max()
+        return ((image - low) / (high - low).clamp_min(1e-12)).permute(1, 2, 0).numpy(), "RGB, rescaled to [0, 1]"
+    return image.reshape(-1, *image.shape[-2:]).mean(0).numpy(), "pixel value"
+
+
+def label_name(label, class_names: tuple[str, ...] | None) -> str | None:
+    """A class label as its name (or index); None for labels that are no class index (e.g. CelebA's attributes)."""
+    if isinstance(label, torch.Tensor) and label.numel() == 1:
+        label = int(label)
+    if not isinstance(label, int):
+        return None
+    return class_names[label] if class_names and 0 <= label < len(class_names) else str(label)
+
+
 def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title: str) -> Figure:
-    """The figure for one sample: `spikes` is PFA's input (one sample), `image` the network's input (any shape ending
-    in H0 x W0: [C, H, W] images or [T, C, H, W] event frames)."""
+    """The figure for one sample: `spikes` is PFA's input (one sample), `image` the network's input ([C, H, W] images
+    or [T, C, H, W] event frames, drawn by `input_picture`)."""
     factors = {k: v.detach().float().cpu().numpy() for k, v in pfa.factors(spikes).items()}
     attention = pfa.attention_map(spikes)
     attention = (attention[:, 0] if pfa.layout == "TNCHW" else attention[0].permute(3, 0, 1, 2)).float().cpu().numpy()
@@ -71,8 +92,8 @@ def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title:
     top, bottom = fig.subfigures(2, 1)  # each row lays out its own panels and colour bars
     first = top.subplots(1, 2 + T, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * T})
     second = bottom.subplots(1, 2 + spatial, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * spatial})
-    picture = image.detach().float().cpu().reshape(-1, *image.shape[-2:]).sum(0).numpy()
-    _show(top, first[0], picture, title)
+    picture, label = input_picture(image)
+    _show(top, first[0], picture, title, colourbar=picture.ndim == 2, xlabel=label)
     first[0].set_xticks([])
     first[0].set_yticks([])
     _matrix(top, first[1], attention.mean((2, 3)), "A averaged over H, W", "channel", "time step")
@@ -112,8 +133,8 @@ def save_attention_figures(model: nn.Module, dataset: Dataset, count: int, out_d
             image, label = dataset[position]
             model(image.unsqueeze(0).to(device))
             functional.reset_net(model)
-            name = class_names[label] if class_names else str(label)
-            figure = attention_figure(pfa, captured["spikes"], image, f"input: {name}")
+            name = label_name(label, class_names)
+            figure = attention_figure(pfa, captured["spikes"], image, "input" if name is None else f"input: {name}")
             paths.append(out_dir / f"test{position:05d}.png")
             figure.savefig(paths[-1], dpi=100)
     finally:

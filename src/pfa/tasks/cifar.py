@@ -6,23 +6,22 @@ per-dataset values. `load_data` builds the datasets and the train/test split of 
 `split.json` in the run directory), `build_model` the network, `train` runs it all.
 """
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from pfa.attentions import attention_kinds
-from pfa.config import TrainConfig, arg
+from pfa.config import arg
 from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
 from pfa.data.subsets import train_test_subsets
 from pfa.engine import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
-from pfa.report import format_report, model_report, save_report
+from pfa.outputs import OutputConfig, write_outputs
 
 EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture")
 IMAGE_DATASETS = ("cifar10", "cifar100")
@@ -34,7 +33,7 @@ PER_DATASET = "[default: per dataset, CIFAR/configs/DATASET.yaml]"
 
 
 @dataclass
-class CifarConfig(TrainConfig):
+class CifarConfig(OutputConfig):
     """Train a spiking VGG or ResNet with PFA on event data or still images (defaults: per dataset, see --dataset)."""
 
     dataset: str | None = arg(None, "dataset; picks the recipe CIFAR/configs/DATASET.yaml", choices=DATASETS)
@@ -54,16 +53,12 @@ class CifarConfig(TrainConfig):
                      "seeded (10 % of each class drawn with --seed) or reference (the last 10 % of each class in file "
                      "order, as the reference's spikingjelly split_to_train_test_set)", choices=neuromorphic.SPLITS)
     split_by: str = arg("number", "how spikingjelly integrates events into T frames", choices=("number", "time"))
-    report: bool = arg(False, "after training (or --eval-only), print and save report.json: parameters per layer, "
-                       "spike rates and synaptic operations on one test batch")
 
     RECIPES = RECIPES
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         return values.get("dataset")
-
-    RESUME_FREE = ("report",)
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, str) and self.rank.strip().lstrip("-").isdigit():
@@ -132,6 +127,7 @@ class Data:
     size: tuple[int, int]  # (H, W) of a sample as the network receives it
     images: bool  # still images (direct encoding) rather than event frames
     split: dict | None = None  # event data: the train/test file lists, saved as the run's split.json
+    classes: tuple[str, ...] | None = None  # class names, in label order
 
 
 def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
@@ -145,7 +141,8 @@ def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
         images = build_cifar(cfg.dataset, cfg.data_dir, augment=cfg.augment != "none")
         channels, height, width = images.image_shape
         train, test = train_test_subsets(images.train, images.test, cfg)
-        return Data(train, test, len(images.classes), channels, (height, width), images=True)
+        return Data(train, test, len(images.classes), channels, (height, width), images=True,
+                    classes=tuple(images.classes))
     previous = Path(cfg.resume).parent / "split.json" if cfg.resume else None
     split = neuromorphic.load_split(previous) if previous is not None and previous.exists() else None
     data = neuromorphic.build_neuromorphic(cfg.dataset, cfg.data_dir, cfg.T, split_by=cfg.split_by, seed=cfg.seed,
@@ -153,7 +150,8 @@ def load_data(cfg: CifarConfig, progress: bool = True) -> Data:
                                            train_transform=augment.build_augment(cfg.augment), progress=progress)
     _, channels, height, width = data.frame_shape
     train, test = train_test_subsets(data.train, data.test, cfg)
-    return Data(train, test, len(data.classes), channels, (height, width), images=False, split=data.split)
+    return Data(train, test, len(data.classes), channels, (height, width), images=False, split=data.split,
+                classes=tuple(data.classes))
 
 
 def model_arguments(cfg: CifarConfig, data: Data) -> dict:
@@ -177,17 +175,6 @@ def build_model(cfg: CifarConfig, data: Data) -> tuple[nn.Module, str]:
     return network(**kwargs), f"{network.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
 
 
-def write_report(model: nn.Module, test_set: Dataset, cfg: CifarConfig, run: Run) -> dict:
-    """`pfa.report` on the first test batch: printed, and saved as <run dir>/report.json."""
-    loader = DataLoader(test_set, batch_size=cfg.batch_size)
-    inputs, _ = next(iter(loader))
-    report = model_report(model, inputs.to(run.device))
-    report["config"] = dataclasses.asdict(cfg)
-    print(format_report(report), flush=True)
-    save_report(report, run.dir / "report.json")
-    return report
-
-
 def train(cfg: CifarConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     with Run(cfg, name=cfg.dataset) as run:
@@ -196,6 +183,5 @@ def train(cfg: CifarConfig) -> dict:
         files = {"split.json": data.split} if data.split is not None else {}
         record = fit(run, model.to(run.device), ClassificationTask(cfg.loss, cfg.tet_lambda), data.train, data.test,
                      arch, files=files)
-        if cfg.report and run.is_main:
-            write_report(model, data.test, cfg, run)
+        write_outputs(run, model, data.test, data.classes)
     return record

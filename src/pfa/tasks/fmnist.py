@@ -8,19 +8,19 @@ from pathlib import Path
 from typing import Any
 
 from pfa.attentions import attention_kinds
-from pfa.config import TrainConfig, arg
+from pfa.config import arg
 from pfa.data.fashion_mnist import CLASSES, load_fashion_mnist
 from pfa.data.subsets import train_test_subsets
 from pfa.engine import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models.fmnist import FashionMNISTNet
-from pfa.visualize import save_attention_figures
+from pfa.outputs import OutputConfig, write_outputs
 
 RECIPES = Path(__file__).resolve().parents[3] / "FMNIST" / "configs"
 
 
 @dataclass
-class FMNISTConfig(TrainConfig):
+class FMNISTConfig(OutputConfig):
     """Train the reference spiking CNN with PFA on Fashion-MNIST (defaults: the reference's full recipe)."""
 
     quick: bool = arg(False, "CPU recipe FMNIST/configs/quick.yaml (width 32, 3 epochs, ...); flags still override it")
@@ -29,11 +29,9 @@ class FMNISTConfig(TrainConfig):
     width: int = arg(128, "channels of both convolutions (the reference: 128)")
     attention: str = arg("pfa", "attention after the second convolution (pfa.attentions)", choices=attention_kinds())
     dropout: float = arg(0.7, "dropout probability before each fully connected layer")
-    save_attention: int = arg(0, "after training, write PNGs of PFA's factors and maps for this many test images")
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
     RECIPES = RECIPES
-    RESUME_FREE = ("save_attention",)
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
@@ -46,11 +44,6 @@ class FMNISTConfig(TrainConfig):
                 raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.save_attention < 0:
-            raise UserError(f"--save-attention must be 0 or more images, got {self.save_attention}")
-        if self.save_attention and self.attention != "pfa":
-            raise UserError(f"--save-attention draws PFA's maps, but --attention is {self.attention}; "
-                            "use --attention pfa")
 
 
 def describe(cfg: FMNISTConfig) -> str:
@@ -64,11 +57,10 @@ def build_model(cfg: FMNISTConfig) -> FashionMNISTNet:
 
 def train(cfg: FMNISTConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
-    full_test = load_fashion_mnist(cfg.data_dir, train=False)
-    train_set, test_set = train_test_subsets(load_fashion_mnist(cfg.data_dir, train=True), full_test, cfg)
+    train_set, test_set = train_test_subsets(load_fashion_mnist(cfg.data_dir, train=True),
+                                             load_fashion_mnist(cfg.data_dir, train=False), cfg)
     with Run(cfg, name="fmnist") as run:
         model = build_model(cfg).to(run.device)
         record = fit(run, model, ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, test_set, describe(cfg))
-        if cfg.save_attention and run.is_main:
-            save_attention_figures(model, full_test, cfg.save_attention, run.dir / "attention", CLASSES)
+        write_outputs(run, model, test_set, CLASSES)
     return record

@@ -17,13 +17,15 @@ import torch.nn as nn
 from torchvision.utils import make_grid
 
 from pfa.attentions import attention_kinds
-from pfa.config import TrainConfig, arg
+from pfa.config import arg
+from pfa.data.fashion_mnist import CLASSES
 from pfa.data.images import CHANNELS, load_generation_data
 from pfa.data.subsets import train_test_subsets
 from pfa.engine import Run, StepResult, Task, fit
 from pfa.errors import UserError
 from pfa.models.ann_vae import AnnVAE
 from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, hidden_dims_for, input_size_for
+from pfa.outputs import OutputConfig, write_outputs
 from pfa.sample_metrics import SampleMetrics, private_rng
 
 RECIPES = Path(__file__).resolve().parents[3] / "Generation" / "configs"
@@ -33,7 +35,7 @@ MODELS = ("fsvae", "fsvae-large", "ann-vae")
 
 
 @dataclass
-class GenerationConfig(TrainConfig):
+class GenerationConfig(OutputConfig):
     """Train FSVAE (optionally with PFA) or its ANN VAE baseline to generate images (defaults: FSVAE's recipe)."""
 
     dataset: str = arg("fashion", "image dataset; picks the recipe Generation/configs/DATASET.yaml",
@@ -179,4 +181,6 @@ def train(cfg: GenerationConfig) -> dict:
         model = build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)).to(run.device)
         wanted = run.is_main and cfg.fid_every > 0 and not cfg.eval_only
         metrics = SampleMetrics(cfg, CHANNELS[cfg.dataset], train_set, test_set) if wanted else None
-        return fit(run, model, GenerationTask(model, cfg, metrics), train_set, test_set, describe(cfg))
+        record = fit(run, model, GenerationTask(model, cfg, metrics), train_set, test_set, describe(cfg))
+        write_outputs(run, model, test_set, CLASSES if cfg.dataset == "fashion" else None)
+    return record

@@ -90,3 +90,30 @@ def test_without_a_compiler_auto_warns_once_and_uses_torch_and_cpu_says_what_to_
     assert torch.equal(spikes, LIF(backend="torch")(x))
     with pytest.raises(UserError, match=r"backend='cpu' needs a working C compiler: .*apt-get install gcc.*'torch'"):
         LIF(backend="cpu")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_an_input_repeated_over_time_is_read_in_place_and_its_gradient_summed(channels_last):
+    """Static images enter as x.unsqueeze(0).expand(T, ...): the same spikes and membrane as the torch backend, and
+    the gradient reaches x summed over T (up to the order of that sum) without a T-fold copy."""
+    torch.manual_seed(0)
+    base = torch.randn(3, 6, 5, 7) + 0.7
+    base = base.contiguous(memory_format=torch.channels_last) if channels_last else base
+    results = {}
+    for backend in ("torch", "cpu"):
+        x = base.clone().requires_grad_()
+        lif = LIF(backend=backend, detach_reset=False)
+        spikes = lif(x.unsqueeze(0).expand(4, *x.shape))
+        ((spikes * torch.arange(1.0, 5.0).view(4, 1, 1, 1, 1)).sum() + lif.v.sum()).backward()
+        results[backend] = spikes, lif.v, x.grad
+    (spikes, v, grad), (spikes_ref, v_ref, grad_ref) = results["cpu"], results["torch"]
+    assert torch.equal(spikes, spikes_ref) and torch.equal(v, v_ref) and 0.1 < spikes.mean() < 0.9
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=1e-6)
+    assert grad.abs().sum() > 0 and grad.is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+def test_a_sliced_expansion_is_not_taken_for_a_repeated_input():
+    x = torch.randn(2, 5, 3)
+    assert lif_cpu.repeated_input(x.unsqueeze(0).expand(4, *x.shape)) is x
+    assert lif_cpu.repeated_input(x[:, 1:].unsqueeze(0).expand(4, 2, 4, 3)) is None  # a view of a larger tensor
+    assert lif_cpu.repeated_input(x.unsqueeze(0).repeat(4, 1, 1, 1)) is None

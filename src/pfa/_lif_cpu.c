@@ -67,11 +67,12 @@ void lif_forward(const float *x, int64_t x_step, float *v, float *spikes, float 
     }
 }
 
-/* One step of the backward recurrence over m neurons; the flags are constants after inlining, so each of the eight
- * variants has a branch-free loop that vectorises. */
+/* One step of the backward recurrence over m neurons; the flags are constants after inlining, so each of the sixteen
+ * variants has a branch-free loop that vectorises. `sum` adds dL/dX into gx_t (an input repeated over T). */
 static inline __attribute__((always_inline)) void backward_step(const float *h_t, const float *s_t, const float *gs_t,
                                                                 float *gx_t, float *cb, int64_t m,
-                                                                const lif_constants *c, int hard, int detach, int rect)
+                                                                const lif_constants *c, int hard, int detach, int rect,
+                                                                int sum)
 {
     for (int64_t i = 0; i < m; i++) {
         float h = h_t[i], f = rect ? fabsf(h - c->center) < c->width ? 1.0f : 0.0f
@@ -87,32 +88,29 @@ static inline __attribute__((always_inline)) void backward_step(const float *h_t
                 g = rect ? g + (c->minus_scale * through_spike) * f : g + (c->minus_scale * through_spike) / f;
         }
         float out = rect ? g + (c->input_scale * gs_t[i]) * f : g + (c->input_scale * gs_t[i]) / f;
-        gx_t[i] = out;
+        gx_t[i] = sum ? gx_t[i] + out : out;
         cb[i] = out * c->decay;
     }
 }
 
-/* grad_c holds dL/dV_T * g and receives c_0 = dL/dV_0 * g; grad_x [T, stride] receives dL/dX. */
-void lif_backward(const float *h_seq, const float *spikes, const float *grad_spikes, float *grad_x, float *grad_c,
-                  int64_t stride, int64_t count, int64_t steps, const lif_constants *constants)
+/* grad_c holds dL/dV_T * g and receives c_0 = dL/dV_0 * g. grad_x receives dL/dX: [T, stride] when grad_x_step is
+ * stride; with grad_x_step 0 (an input repeated over T) it holds zeros [stride] and receives the sum over T. */
+void lif_backward(const float *h_seq, const float *spikes, const float *grad_spikes, float *grad_x, int64_t grad_x_step,
+                  float *grad_c, int64_t stride, int64_t count, int64_t steps, const lif_constants *constants)
 {
     const lif_constants k = *constants, *c = &k;
-    int variant = c->hard_reset << 2 | c->detach_reset << 1 | c->rectangle;
+    int variant = c->hard_reset << 3 | c->detach_reset << 2 | c->rectangle << 1 | (grad_x_step == 0);
     for (int64_t a = 0; a < count; a += BLOCK) {
         int64_t m = count - a < BLOCK ? count - a : BLOCK;
         for (int64_t t = steps - 1; t >= 0; t--) {
             int64_t o = t * stride + a;
-#define STEP(hard, detach, rect) \
-    backward_step(h_seq + o, spikes + o, grad_spikes + o, grad_x + o, grad_c + a, m, c, hard, detach, rect)
+            float *gx_t = grad_x + t * grad_x_step + a;
+#define STEP(v) \
+    case v: backward_step(h_seq + o, spikes + o, grad_spikes + o, gx_t, grad_c + a, m, c, v >> 3, v >> 2 & 1, v >> 1 & 1, \
+                          v & 1); break;
             switch (variant) {
-            case 0: STEP(0, 0, 0); break;
-            case 1: STEP(0, 0, 1); break;
-            case 2: STEP(0, 1, 0); break;
-            case 3: STEP(0, 1, 1); break;
-            case 4: STEP(1, 0, 0); break;
-            case 5: STEP(1, 0, 1); break;
-            case 6: STEP(1, 1, 0); break;
-            default: STEP(1, 1, 1); break;
+                STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
+                STEP(8) STEP(9) STEP(10) STEP(11) STEP(12) STEP(13) STEP(14) STEP(15)
             }
 #undef STEP
         }

@@ -74,7 +74,7 @@ def library() -> ctypes.CDLL:
     pointer, i64 = ctypes.c_void_p, ctypes.c_int64
     constants = ctypes.POINTER(_Constants)
     lib.lif_forward.argtypes = [pointer, i64, pointer, pointer, pointer, pointer, i64, i64, i64, constants]
-    lib.lif_backward.argtypes = [pointer, pointer, pointer, pointer, pointer, i64, i64, i64, constants]
+    lib.lif_backward.argtypes = [pointer, pointer, pointer, pointer, i64, pointer, i64, i64, i64, constants]
     lib.lif_forward.restype = lib.lif_backward.restype = None
     return lib
 
@@ -141,54 +141,70 @@ def _address(tensor: torch.Tensor | None, offset: int = 0) -> int | None:
     return None if tensor is None else tensor.data_ptr() + 4 * offset
 
 
+def repeated_input(x_seq: torch.Tensor) -> torch.Tensor | None:
+    """The tensor [N, ...] of which x_seq [T, N, ...] is a repetition over T (`x.unsqueeze(0).expand(T, ...)`, as
+    static images enter an SNN), or None. The C loops read it T times and sum its gradient over T as they go, instead
+    of a copy T times its size and a sum over T in autograd's expand."""
+    base = x_seq._base
+    if x_seq.stride(0) != 0 or base is None or base.shape != x_seq.shape[1:] or base.stride() != x_seq.stride()[1:]:
+        return None
+    return base if base.storage_offset() == x_seq.storage_offset() else None
+
+
 class CpuMultiStepLIF(torch.autograd.Function):
-    """Same contract as pfa._lif_torch._MultiStepLIF, for CPU tensors with a float32 state."""
+    """Same contract as pfa._lif_torch._MultiStepLIF, for CPU tensors with a float32 state; with `repeat` = T, x is
+    one step [N, ...] that every one of the T steps receives (see `repeated_input`)."""
 
     @staticmethod
-    def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):
+    def forward(ctx, x, v0, params: LIFParams, store_v_seq: bool, repeat: int | None = None):
+        x_seq = x.unsqueeze(0).expand(repeat, *x.shape) if repeat else x
         order = _step_order(x_seq)
-        x_p = x_seq.detach().permute(0, *(d + 1 for d in order)).to(torch.float32).contiguous()
+        if repeat:
+            x_p = x.detach().permute(order).to(torch.float32).contiguous()
+        else:
+            x_p = x.detach().permute(0, *(d + 1 for d in order)).to(torch.float32).contiguous()
         steps, count = x_seq.shape[0], v0.numel()
+        shape_p = (steps, *(x_p.shape if repeat else x_p.shape[1:]))
         needs_grad = any(ctx.needs_input_grad[:2])
-        spikes = torch.empty_like(x_p)
-        h_seq = torch.empty_like(x_p) if needs_grad else None
-        v_seq = torch.empty_like(x_p) if store_v_seq else None
+        spikes = x_p.new_empty(shape_p)
+        h_seq = x_p.new_empty(shape_p) if needs_grad else None
+        v_seq = x_p.new_empty(shape_p) if store_v_seq else None
         v = v0.detach().permute(order).reshape(-1).to(dtype=torch.float32, copy=True)
         c = constants(params)
         lib = library()
+        x_step = 0 if repeat else count
 
         def run(a: int, b: int) -> None:
-            lib.lif_forward(_address(x_p, a), count, _address(v, a), _address(spikes, a), _address(h_seq, a),
+            lib.lif_forward(_address(x_p, a), x_step, _address(v, a), _address(spikes, a), _address(h_seq, a),
                             _address(v_seq, a), count, b - a, steps, ctypes.byref(c))
 
         _parallel(run, count)
         propagate_non_finite(spikes, v)
-        ctx.params, ctx.order = params, order
+        ctx.params, ctx.order, ctx.repeat, ctx.dtype = params, order, repeat, x.dtype
         if needs_grad:
             ctx.save_for_backward(h_seq, spikes)
-        ctx.dtype = x_seq.dtype
-        v_seq_out = _unpermute(v_seq, x_p.shape, order) if v_seq is not None else v.new_empty(0)
+        v_seq_out = _unpermute(v_seq, shape_p, order) if v_seq is not None else v.new_empty(0)
         ctx.mark_non_differentiable(v_seq_out)
-        spikes_out = _unpermute(spikes.to(x_seq.dtype), x_p.shape, order)
-        return spikes_out, _unpermute(v, x_p.shape[1:], order), v_seq_out
+        spikes_out = _unpermute(spikes.to(x.dtype), shape_p, order)
+        return spikes_out, _unpermute(v, shape_p[1:], order), v_seq_out
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v, _grad_v_seq):
         h_seq, spikes = ctx.saved_tensors
-        p, order = ctx.params, ctx.order
-        gs_p = grad_spikes.permute(0, *(d + 1 for d in order))
-        gs = gs_p.contiguous().to(torch.float32)
-        grad_x = torch.empty_like(spikes)
+        p, order, repeat = ctx.params, ctx.order, ctx.repeat
+        gs = grad_spikes.permute(0, *(d + 1 for d in order)).contiguous().to(torch.float32)
+        grad_x = torch.zeros_like(spikes[0]) if repeat else torch.empty_like(spikes)
         g = 1 / p.tau if p.decay_input else 1.0
         c = grad_v.detach().permute(order).reshape(-1).to(torch.float32).mul(g)
         steps, count = spikes.shape[0], c.numel()
         k = constants(p)
         lib = library()
+        grad_x_step = 0 if repeat else count
 
         def run(a: int, b: int) -> None:
             lib.lif_backward(_address(h_seq, a), _address(spikes, a), _address(gs, a), _address(grad_x, a),
-                             _address(c, a), count, b - a, steps, ctypes.byref(k))
+                             grad_x_step, _address(c, a), count, b - a, steps, ctypes.byref(k))
 
         _parallel(run, count)
-        grad_x = _unpermute(grad_x.to(ctx.dtype), gs_p.shape, order)
-        return grad_x, _unpermute(c.div_(g), gs_p.shape[1:], order), None, None
+        grad_x = _unpermute(grad_x.to(ctx.dtype), grad_x.shape, order)
+        return grad_x, _unpermute(c.div_(g), spikes.shape[1:], order), None, None, None

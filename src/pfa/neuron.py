@@ -164,7 +164,12 @@ class LIF(base.MemoryModule):
                 f"got shape {list(x_seq.shape)} and dtype {x_seq.dtype}"
             )
         v0 = self._initial_state(x_seq)
-        spikes, v, v_seq = self._function(x_seq, v0).apply(x_seq, v0, self.params, self.store_v_seq)
+        function = self._function(x_seq, v0)
+        repeated = _lif_cpu.repeated_input(x_seq) if function is _lif_cpu.CpuMultiStepLIF else None
+        if repeated is not None:
+            spikes, v, v_seq = function.apply(repeated, v0, self.params, self.store_v_seq, len(x_seq))
+        else:
+            spikes, v, v_seq = function.apply(x_seq, v0, self.params, self.store_v_seq)
         self.v = v
         self.v_seq = v_seq if self.store_v_seq else None
         return spikes

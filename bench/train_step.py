@@ -9,9 +9,8 @@ second (and peak memory on CUDA). Both use the network's own neuron options (FMN
 is the network as FMNIST/run.py trains it (channels-last), the baseline the reference's (contiguous NCHW).
 Networks are named entries of CONFIGS; add one with a builder taking (neuron factory or None for the network's own,
 PFA factory or None for pfa.PFA, channels_last). `--amp fp16|bf16` runs both under autocast (fp16 with a GradScaler
-on CUDA); `--compile` wraps ours in torch.compile and reports the compile time (its first steps) separately. On CPU
-the process keeps freed memory for reuse, as the trainer does (`pfa.cpu_memory`; `--malloc default` leaves glibc's
-behaviour), which speeds up both variants alike; ours uses the LIF backend "auto" (the C loops where they build).
+on CUDA); `--compile` wraps ours in torch.compile and reports the compile time (its first steps) separately.
+Ours uses the LIF backend "auto" (on CPU the C loops, where they build).
 
     python bench/train_step.py                          # every config, CPU
     python bench/train_step.py --config fmnist --device cuda --steps 20 --amp bf16
@@ -35,7 +34,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__fil
 from _baselines import LoopPFA, spikingjelly_lif  # noqa: E402
 
 from pfa import _lif_cpu as lif_cpu  # noqa: E402
-from pfa.cpu_memory import reuse_freed_memory  # noqa: E402
 from pfa.losses import mse_rate_loss  # noqa: E402
 from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
 
@@ -129,15 +127,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
     parser.add_argument("--amp", choices=sorted(AMP), default="none", help="autocast dtype for both variants")
     parser.add_argument("--compile", action="store_true", help="torch.compile ours (compile time reported apart)")
-    parser.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
-                        help="on CPU: keep freed memory for reuse as the trainer does, or glibc's default")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    malloc = "reuse" if device.type == "cpu" and args.malloc == "reuse" and reuse_freed_memory() else "default"
     lif = "cpu" if device.type == "cpu" and lif_cpu.available() else "auto"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, device {device} ({where}), amp {args.amp}, compile {args.compile}, "
-          f"malloc {malloc}, our LIF backend {lif}")
+          f"our LIF backend {lif}")
     print("| config | batch | ours img/s | baseline img/s | ours / baseline | peak MiB ours / baseline |")
     print("|---|---|---|---|---|---|")
     results = []

@@ -52,7 +52,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pfa import rundir
 from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
 from pfa.config import TrainConfig, save_config, saved_provenance
-from pfa.cpu_memory import reuse_freed_memory
 from pfa.distributed import ShardSampler, broadcast_object, init_process, shutdown
 from pfa.errors import UserError
 from pfa.losses import classification_loss, firing_rate
@@ -132,8 +131,6 @@ class Run:
     def __init__(self, cfg: TrainConfig, name: str):
         self.cfg = cfg
         self.process, self.device = init_process(cfg.device)
-        if self.device.type == "cpu":
-            reuse_freed_memory()
         self.log: RunLog | None = None  # the run's one writer of logs and pictures, set by `fit`
         if cfg.resume and not cfg.eval_only:  # a resumed run continues in its own folder
             own = Path(cfg.resume).parent

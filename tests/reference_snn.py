@@ -52,14 +52,21 @@ class _RectangleSpike(torch.autograd.Function):
         return grad * (u.abs() < 0.5).to(u.dtype) / (2 * 0.5)
 
 
-def fsvae_lif(x):
-    """FSVAE's LIF on time-last [..., T]: u_t = 0.25 u_{t-1} (1 - o_{t-1}) + x_t, o_t = spike(u_t), reset kept."""
-    u, o, spikes = torch.zeros_like(x[..., 0]), torch.zeros_like(x[..., 0]), []
-    for t in range(x.shape[-1]):
-        u = 0.25 * u * (1 - o) + x[..., t]
+def fsvae_lif_steps(steps):
+    """FSVAE's LIF over a sequence of steps: u_t = 0.25 u_{t-1} (1 - o_{t-1}) + x_t, o_t = spike(u_t), reset kept in
+    the graph; returns the list of spikes and the membrane after the last reset."""
+    u = o = None
+    spikes = []
+    for x_t in steps:
+        u = x_t if u is None else 0.25 * u * (1 - o) + x_t
         o = _RectangleSpike.apply(u)
         spikes.append(o)
-    return torch.stack(spikes, -1)
+    return spikes, u * (1 - o)
+
+
+def fsvae_lif(x):
+    """FSVAE's LIF on time-last [..., T]."""
+    return torch.stack(fsvae_lif_steps(x.unbind(-1))[0], -1)
 
 
 def batch_norm(x, weight, bias, channel_dim=1, scale=1.0, eps=1e-5):

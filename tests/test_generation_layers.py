@@ -1,41 +1,16 @@
 """FSVAE's building blocks against small hand-written references of the public FSVAE code's behaviour (time last)."""
 
 import torch
+from reference_snn import fsvae_lif
 
 from pfa.models.fsvae_layers import MembraneOutput, TdBatchNorm, fsvae_neuron, postsynaptic_potential
-
-
-class _HandSpike(torch.autograd.Function):
-    """o = [u > 0.2]; do/du = 1[|u| < 0.5] (FSVAE's rectangle, centred at 0, not at the threshold)."""
-
-    @staticmethod
-    def forward(ctx, u):
-        ctx.save_for_backward(u)
-        return (u > 0.2).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        return grad * (u.abs() < 0.5).to(grad.dtype)
-
-
-def hand_lif(x: torch.Tensor) -> torch.Tensor:
-    """u_t = 0.25 u_{t-1} (1 - o_{t-1}) + x_t over time-last x [..., T], reset kept in the graph."""
-    u = torch.zeros_like(x[..., 0])
-    o = torch.zeros_like(u)
-    spikes = []
-    for t in range(x.shape[-1]):
-        u = 0.25 * u * (1 - o) + x[..., t]
-        o = _HandSpike.apply(u)
-        spikes.append(o)
-    return torch.stack(spikes, -1)
 
 
 def test_neuron_matches_fsvae_lif_in_spikes_and_gradients():
     torch.manual_seed(0)
     x = (torch.randn(6, 3, 5, 8, dtype=torch.float64) * 0.4).requires_grad_()  # time last, as FSVAE
     weights = torch.randn(6, 3, 5, 8, dtype=torch.float64)
-    expected = hand_lif(x)
+    expected = fsvae_lif(x)
     (grad_expected,) = torch.autograd.grad((expected * weights).sum(), x)
 
     neuron = fsvae_neuron()

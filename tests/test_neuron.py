@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from reference_snn import fsvae_lif_steps
 from spikingjelly.activation_based import functional, neuron, surrogate
 
 import pfa._lif_cpu
@@ -161,28 +162,10 @@ def test_single_step_mode_equals_multi_step():
     assert torch.equal(single.v, multi.v)
 
 
-class FSVAESpike(torch.autograd.Function):
-    """FSVAE's firing: u > threshold forward, rectangle 1[|u| < 0.5] / (2 * 0.5) backward (centred at 0)."""
-
-    @staticmethod
-    def forward(ctx, u, threshold):
-        ctx.save_for_backward(u)
-        return (u > threshold).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        return grad * (u.abs() < 0.5).to(grad.dtype) / (2 * 0.5), None
-
-
 def fsvae_neuron(x):
-    """The step-by-step reference: u_t = 0.25 * u_{t-1} * (1 - o_{t-1}) + x_t, o_t = [u_t > 0.2], reset not detached."""
-    u, o, spikes = torch.zeros_like(x[0]), torch.zeros_like(x[0]), []
-    for x_t in x:
-        u = 0.25 * u * (1 - o) + x_t
-        o = FSVAESpike.apply(u, 0.2)
-        spikes.append(o)
-    return torch.stack(spikes), u * (1 - o)
+    """The step-by-step reference on time-first x: spikes [T, ...] and the final membrane."""
+    spikes, v = fsvae_lif_steps(x.unbind(0))
+    return torch.stack(spikes), v
 
 
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "cpu"])  # float64; "cpu" = torch: test_lif_cpu.py

@@ -2,7 +2,8 @@
 
 The library is built once per source version into the user's cache (`$PFA_CACHE_DIR`, else `$XDG_CACHE_HOME/pfa` or
 `~/.cache/pfa`) and loaded with ctypes, which releases the GIL during a call: the neurons are split over
-`torch.get_num_threads()` threads. float32 only; the torch backend serves every other dtype and device.
+`torch.get_num_threads()` threads. The state is float32 (inputs may be half precision); the torch backend serves
+float64 and other devices.
 """
 
 from __future__ import annotations
@@ -108,6 +109,10 @@ def supports(x_seq: torch.Tensor, v0: torch.Tensor) -> bool:
     return x_seq.device.type == "cpu" and v0.dtype == torch.float32
 
 
+def _atan_k(p: LIFParams) -> float:
+    return math.pi / 2 * p.alpha
+
+
 def constants(p: LIFParams) -> _Constants:
     """The neuron's scalars as the torch backend rounds them to float32."""
     scale = p.alpha / 2 if p.surrogate == "atan" else 1 / (2 * p.width)
@@ -115,13 +120,14 @@ def constants(p: LIFParams) -> _Constants:
     return _Constants(
         decay_input=p.decay_input, hard_reset=p.v_reset is not None, detach_reset=p.detach_reset,
         rectangle=p.surrogate == "rectangle", tau=p.tau, v_threshold=p.v_threshold, v_reset=p.v_reset or 0.0,
-        minus_threshold=-p.v_threshold, k2=(math.pi / 2 * p.alpha) ** 2, center=p.center, width=p.width,
+        minus_threshold=-p.v_threshold, k2=_atan_k(p) * _atan_k(p), center=p.center, width=p.width,
         through=-p.v_threshold * scale, minus_scale=-scale, input_scale=scale * g, decay=1 - 1 / p.tau,
     )
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """Worker threads of this process (keyed by its id: a forked child does not inherit its parent's threads)."""
     return ThreadPoolExecutor(workers, thread_name_prefix="pfa-lif")
 
 
@@ -131,7 +137,7 @@ def _parallel(call, count: int) -> None:
     parts = max(1, min(torch.get_num_threads(), count // MIN_PER_THREAD))
     bounds = [count * i // parts for i in range(parts + 1)]
     spans = zip(bounds[1:-1], bounds[2:], strict=True)
-    futures = [_pool(parts - 1).submit(call, a, b) for a, b in spans] if parts > 1 else []
+    futures = [_pool(parts - 1, os.getpid()).submit(call, a, b) for a, b in spans] if parts > 1 else []
     call(bounds[0], bounds[1])
     for future in futures:
         future.result()

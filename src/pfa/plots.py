@@ -126,7 +126,7 @@ def report_chart(report: dict, path: Path, title: str = "") -> Path:
     ax.set_title(f"SOPs per layer: {report['sops_per_sample']:,.0f} backbone in all")
     handles = [Patch(color=c, label=t) for c, t in (("C0", "spike input (AC)"), ("C1", "real input (MAC)"),
                                                     ("C2", "inside attention"))]
-    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never on one
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     ax.grid(axis="x", alpha=0.3)
     fig.suptitle(title or f"model report on {report['samples']} samples, "
                  f"{report['parameters']['total']:,} parameters")

@@ -1,9 +1,9 @@
 """A sweep's report: runs.csv (one row per finished run), summary.md (mean ± std over seeds) and plots.
 
 Accuracy is compared at the end of training (`final_test_acc`): the best epoch is chosen on the test set itself and so
-flatters every configuration. A configuration's gain over a baseline "exceeds the seed-to-seed spread" when the
-difference of the means is larger than the standard deviation over seeds of either configuration; Welch's t-test
-p-value is given beside it (with 3 seeds a weak test: read it as a hint, not a verdict).
+flatters every configuration. A configuration is "better (worse) by more than the seed-to-seed spread" than a
+baseline when the difference of the means is larger than the standard deviation over seeds of either configuration;
+Welch's t-test p-value is given beside it (with 3 seeds a weak test: read it as a hint, not a verdict).
 """
 
 import csv
@@ -95,9 +95,10 @@ def comparisons(groups: dict[str, list[dict]], baselines: list[str]) -> list[str
             gain = np.mean(a) - np.mean(b)
             spread = max(np.std(a, ddof=1), np.std(b, ddof=1))
             p = stats.ttest_ind(a, b, equal_var=False).pvalue
-            verdict = "exceeds" if abs(gain) > spread else "does not exceed"
+            verdict = ("better by more than" if gain > spread else "worse by more than" if gain < -spread
+                       else "within")
             lines.append(f"- {label} vs {base}: {100 * gain:+.2f} points; the larger seed std is {100 * spread:.2f} "
-                         f"points, so the difference **{verdict}** the seed-to-seed spread (Welch p = {p:.2f}, "
+                         f"points, so {label} is **{verdict}** the seed-to-seed spread (Welch p = {p:.2f}, "
                          f"n = {len(a)} vs {len(b)}).")
     return lines
 

@@ -30,8 +30,8 @@ def run(backend, x, config, store_v_seq=False):
     return first, second, lif.v, v_seq, x.grad
 
 
-@pytest.mark.parametrize(("decay_input", "reset", "detach_reset", "surrogate"), itertools.product(
-    [True, False], RESETS, [True, False], SURROGATES))
+@pytest.mark.parametrize(("decay_input", "reset", "detach_reset", "surrogate"), list(itertools.product(
+    [True, False], RESETS, [True, False], SURROGATES)))
 def test_every_setting_gives_the_torch_backends_floats(monkeypatch, decay_input, reset, detach_reset, surrogate):
     monkeypatch.setattr(lif_cpu, "MIN_PER_THREAD", 100)  # several threads and blocks even for this small tensor
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pfa._lif_params import LIFParams
-from pfa._lif_torch import _step_order, _unpermute, propagate_non_finite
+from pfa._lif_torch import _step_order, _unpermute, finish_forward
 
 SOURCE = Path(__file__).with_name("_lif_cpu.c")
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as the torch backend
@@ -109,18 +109,16 @@ def supports(x_seq: torch.Tensor, v0: torch.Tensor) -> bool:
     return x_seq.device.type == "cpu" and v0.dtype == torch.float32
 
 
-def _atan_k(p: LIFParams) -> float:
-    return math.pi / 2 * p.alpha
-
-
+@functools.cache
 def constants(p: LIFParams) -> _Constants:
-    """The neuron's scalars as the torch backend rounds them to float32."""
+    """The neuron's scalars as the torch backend rounds them to float32 (once per setting)."""
+    k = math.pi / 2 * p.alpha
     scale = p.alpha / 2 if p.surrogate == "atan" else 1 / (2 * p.width)
     g = 1 / p.tau if p.decay_input else 1.0
     return _Constants(
         decay_input=p.decay_input, hard_reset=p.v_reset is not None, detach_reset=p.detach_reset,
         rectangle=p.surrogate == "rectangle", tau=p.tau, v_threshold=p.v_threshold, v_reset=p.v_reset or 0.0,
-        minus_threshold=-p.v_threshold, k2=_atan_k(p) * _atan_k(p), center=p.center, width=p.width,
+        minus_threshold=-p.v_threshold, k2=k * k, center=p.center, width=p.width,
         through=-p.v_threshold * scale, minus_scale=-scale, input_scale=scale * g, decay=1 - 1 / p.tau,
     )
 
@@ -185,14 +183,8 @@ class CpuMultiStepLIF(torch.autograd.Function):
                             _address(v_seq, a), count, b - a, steps, ctypes.byref(c))
 
         _parallel(run, count)
-        propagate_non_finite(spikes, v)
-        ctx.params, ctx.order, ctx.repeat, ctx.dtype = params, order, repeat, x.dtype
-        if needs_grad:
-            ctx.save_for_backward(h_seq, spikes)
-        v_seq_out = _unpermute(v_seq, shape_p, order) if v_seq is not None else v.new_empty(0)
-        ctx.mark_non_differentiable(v_seq_out)
-        spikes_out = _unpermute(spikes.to(x.dtype), shape_p, order)
-        return spikes_out, _unpermute(v, shape_p[1:], order), v_seq_out
+        ctx.repeat, ctx.dtype = repeat, x.dtype
+        return finish_forward(ctx, params, order, shape_p, spikes, v, h_seq, v_seq, x.dtype)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v, _grad_v_seq):

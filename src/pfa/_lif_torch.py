@@ -100,6 +100,20 @@ def _unpermute(flat: torch.Tensor, shape: torch.Size, order: list[int]) -> torch
     return flat.view(shape).permute(0, *(d + 1 for d in inverse))
 
 
+def finish_forward(ctx, params: LIFParams, order: list[int], shape: torch.Size, spikes: torch.Tensor, v: torch.Tensor,
+                   h_seq: torch.Tensor | None, v_seq: torch.Tensor | None, dtype: torch.dtype):
+    """The common end of a forward over neurons in permuted memory order (shape [T, ...] permuted): a non-finite
+    membrane shows in the spikes, backward gets H and the spikes (h_seq is None when no gradient is needed), and the
+    outputs (spikes in `dtype`, v, v_seq or an empty tensor) take the input's dimension order."""
+    propagate_non_finite(spikes, v)
+    ctx.params, ctx.order = params, order
+    if h_seq is not None:
+        ctx.save_for_backward(h_seq, spikes)
+    v_seq_out = _unpermute(v_seq, shape, order) if v_seq is not None else v.new_empty(0)
+    ctx.mark_non_differentiable(v_seq_out)
+    return _unpermute(spikes.to(dtype), shape, order), _unpermute(v, shape[1:], order), v_seq_out
+
+
 class _MultiStepLIF(torch.autograd.Function):
     """(x_seq [T, N, ...], v0 [N, ...]) -> (spikes [T, N, ...] in x's dtype, v [N, ...], v_seq or an empty tensor)."""
 
@@ -129,13 +143,7 @@ class _MultiStepLIF(torch.autograd.Function):
                 if v_seq is not None:
                     v_seq[t, a:b].copy_(v_c)
 
-        propagate_non_finite(spikes, v)
-        ctx.params, ctx.order = params, order
-        if needs_grad:
-            ctx.save_for_backward(h_seq, spikes)
-        v_seq_out = _unpermute(v_seq, x_p.shape, order) if v_seq is not None else v.new_empty(0)
-        ctx.mark_non_differentiable(v_seq_out)
-        return _unpermute(spikes, x_p.shape, order), _unpermute(v, x_p.shape[1:], order), v_seq_out
+        return finish_forward(ctx, params, order, x_p.shape, spikes, v, h_seq, v_seq, spikes.dtype)
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_v, _grad_v_seq):

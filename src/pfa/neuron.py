@@ -104,7 +104,7 @@ class LIF(base.MemoryModule):
             center=v_threshold if surrogate_center is None else _number("surrogate_center", surrogate_center),
         )
         self.backend = _choice("backend", backend, BACKENDS)
-        if backend == "cpu" and not _lif_cpu.available():
+        if backend == "cpu" and _lif_cpu.build_error() is not None:
             raise UserError(f"LIF: backend='cpu' needs a working C compiler: {_lif_cpu.build_error()}")
         if backend == "cupy" and not cupy_available():
             raise UserError(

@@ -43,8 +43,25 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+class ConfigRules:
+    """What `parse_config` asks of a config dataclass beyond its fields; the defaults suit a plain command."""
+
+    # A folder of recipes (<name>.yaml) and, through `recipe_name`, the one that applies.
+    RECIPES: ClassVar[Path | None] = None
+    # Fields an entry point does not use: no flag, refused in YAML, left out of config.yaml.
+    UNUSED: ClassVar[tuple[str, ...]] = ()
+    # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings); each class of the
+    # hierarchy names its own, and they add up.
+    RESUME_FREE: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def recipe_name(cls, values: dict[str, Any]) -> str | None:
+        """The recipe for these --config and flag values (a file stem in RECIPES), or None for the defaults alone."""
+        return None
+
+
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigRules):
     """Fields every entry point shares (DESIGN.md's common flags)."""
 
     config: str | None = arg(None, "YAML file of field: value pairs, read first; flags given here override it")
@@ -72,18 +89,6 @@ class TrainConfig:
     tet_lambda: float = arg(0.0, "TET: weight of the MSE regulariser pulling every step's output towards 1")
     amp: str = arg("none", "mixed precision (CUDA only; refused on CPU)", choices=("none", "bf16", "fp16"))
     workers: int = arg(2, "data-loading worker processes")
-
-    RECIPES: ClassVar[Path | None] = None
-
-    @classmethod
-    def recipe_name(cls, values: dict[str, Any]) -> str | None:
-        """The recipe for these --config and flag values (a file stem in RECIPES), or None for the defaults alone."""
-        return None
-    # Fields an entry point does not use: no flag, refused in YAML, left out of config.yaml.
-    UNUSED: ClassVar[tuple[str, ...]] = ()
-    # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings); each class of the
-    # hierarchy names its own, and they add up.
-    RESUME_FREE: ClassVar[tuple[str, ...]] = ()
 
     def validate(self) -> None:
         """Raise UserError for values no run can use; subclasses extend it."""
@@ -133,7 +138,7 @@ class TrainConfig:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in self.UNUSED}
 
 
-C = TypeVar("C", bound=TrainConfig)
+C = TypeVar("C", bound=ConfigRules)
 
 # The resume rule: a resumed run takes every setting from its checkpoint. Flags may change RESUME_FREE fields, and the
 # SCHEDULE settings, which take effect from the resumed epoch (recorded in config.yaml); any other differing flag is
@@ -179,11 +184,11 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def build_parser(cls: type[TrainConfig], prog: str | None = None) -> argparse.ArgumentParser:
+def build_parser(cls: type[ConfigRules], prog: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        if f.name in getattr(cls, "UNUSED", ()):
+        if f.name in cls.UNUSED:
             continue
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
@@ -223,12 +228,12 @@ def _optional(tp) -> bool:
     return type(None) in typing.get_args(tp)
 
 
-def _inherit(cls: type[TrainConfig], given: dict[str, Any], path: str) -> dict[str, Any]:
+def _inherit(cls: type[ConfigRules], given: dict[str, Any], path: str) -> dict[str, Any]:
     """The resume rule applied to the explicitly given values `given` (see RESUME_FREE above)."""
     from pfa.checkpoint import load_checkpoint  # torch.load; only when resuming
 
     saved = load_checkpoint(path, needs=("config",))["config"]
-    names = {f.name for f in dataclasses.fields(cls)} - set(getattr(cls, "UNUSED", ()))
+    names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)
     own = {name for k in cls.__mro__ for name in vars(k).get("RESUME_FREE", ())}
     free = set(RESUME_FREE) | own | (set(SCHEDULE) if not given.get("eval_only") else set())
     for name, value in given.items():
@@ -240,12 +245,12 @@ def _inherit(cls: type[TrainConfig], given: dict[str, Any], path: str) -> dict[s
     return {**inherited, **given}
 
 
-def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[str, Any]:
+def _yaml_values(cls: type[ConfigRules], path: str | Path, label: str) -> dict[str, Any]:
     """A YAML file's values, each checked against its field's type and choices."""
     hints = typing.get_type_hints(cls)
     names = {f.name: f for f in dataclasses.fields(cls)}
     from_yaml = load_yaml(path, label)
-    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(getattr(cls, "UNUSED", ()))))
+    unknown = sorted((set(from_yaml) - set(names) - {"config"}) | (set(from_yaml) & set(cls.UNUSED)))
     if unknown:
         raise UserError(f"{label} {path}: unknown key(s) {', '.join(unknown)}; "
                         f"valid keys are the flag names, e.g. {', '.join(list(names)[1:6])}")
@@ -261,7 +266,7 @@ def _yaml_values(cls: type[TrainConfig], path: str | Path, label: str) -> dict[s
     return values
 
 
-def recipe_values(cls: type[TrainConfig], name: str) -> dict[str, Any]:
+def recipe_values(cls: type[ConfigRules], name: str) -> dict[str, Any]:
     """The values of recipe `name`, the file RECIPES/<name>.yaml."""
     path = cls.RECIPES / f"{name}.yaml"
     if not path.is_file():
@@ -278,7 +283,7 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     values.update(flags)
     if values.get("resume"):
         values = _inherit(cls, values, values["resume"])
-    recipe = cls.recipe_name(values) if issubclass(cls, TrainConfig) else None
+    recipe = cls.recipe_name(values)
     merged = recipe_values(cls, recipe) if recipe else {}
     merged.update(values)
     cfg = cls(**merged)

@@ -30,7 +30,7 @@ from pfa.attach import is_spiking_neuron
 from pfa.attentions import is_attention
 from pfa.checkpoint import atomic_write, load_checkpoint
 from pfa.cli import guarded
-from pfa.config import arg, default_device, parse_config
+from pfa.config import ConfigRules, arg, default_device, parse_config
 from pfa.errors import UserError
 
 ALS_ITERATIONS, ALS_TOLERANCE = 100, 1e-6  # an exact rank-3 tensor: error ~1e-4 at R = 3
@@ -219,7 +219,7 @@ def model_from_checkpoint(path: str, data_dir: str | None) -> tuple[nn.Module, t
 
 
 @dataclass
-class RankConfig:
+class RankConfig(ConfigRules):
     """Rank advice: CP fits of the spike tensors at each attention position of a trained network."""
 
     checkpoint: str | None = arg(None, "checkpoint_*.pth written by FMNIST/run.py or CIFAR/main.py")

@@ -5,6 +5,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 
+from pfa.fast_layers import Dropout, MaxPool2d
+
 
 class LoopPFA(nn.Module):
     """PFA computed as the reference does: a Python loop over the rank, each term a full [N, T, C, H, W] tensor.
@@ -38,3 +40,15 @@ class LoopPFA(nn.Module):
 
 def spikingjelly_lif(detach_reset: bool = True) -> nn.Module:
     return neuron.LIFNode(tau=2.0, surrogate_function=surrogate.ATan(), detach_reset=detach_reset, step_mode="m")
+
+
+def with_torch_layers(model: nn.Module) -> nn.Module:
+    """The model with torch's own max pooling and dropout in place of pfa.fast_layers' (same settings)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, MaxPool2d):
+                setattr(module, name, nn.MaxPool2d(child.kernel_size, child.stride, child.padding, child.dilation,
+                                                   child.return_indices, child.ceil_mode))
+            elif isinstance(child, Dropout):
+                setattr(module, name, nn.Dropout(child.p, child.inplace))
+    return model

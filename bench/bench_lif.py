@@ -19,7 +19,7 @@ from _baselines import spikingjelly_lif
 from _measure import parse_bench_args, saved_beyond
 from spikingjelly.activation_based import functional
 
-from pfa import _lif_cpu as lif_cpu
+from pfa import _native
 from pfa.neuron import LIF, cupy_available
 
 SHAPES = [(4, 64, 128, 28, 28), (4, 32, 64, 14, 14)]
@@ -77,7 +77,7 @@ def memory_beyond_input(fn, x: torch.Tensor, grad: torch.Tensor) -> float:
 def candidates(device):
     """name -> (function of x, setup called before each of its runs)."""
     found = {"lif torch": (stateful(LIF(backend="torch")), None)}
-    if device.type == "cpu" and lif_cpu.available():
+    if device.type == "cpu" and _native.available():
         found["lif cpu"] = (stateful(LIF(backend="cpu")), None)
     if device.type == "cuda" and cupy_available():
         found["lif cupy"] = (stateful(LIF(backend="cupy")), None)

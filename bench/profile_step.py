@@ -26,8 +26,7 @@ def main(argv: list[str] | None = None) -> str:
     config = CONFIGS[args.config]
     batch = args.batch_size or config.batch_size
     torch.manual_seed(0)
-    model = config.build(*VARIANTS[args.variant])
-    optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+    model, optimizer = VARIANTS[args.variant].build(config, torch.device("cpu"))
     setup = Setup(model, optimizer, AMP["none"], torch.amp.GradScaler("cpu", enabled=False))
     images, labels = torch.rand(batch, *config.input_shape), torch.randint(0, config.classes, (batch,))
     time_steps(setup, images, labels, 2)

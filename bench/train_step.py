@@ -1,12 +1,14 @@
 """Training throughput of a network built from our parts vs the same network from the reference's parts.
 
-    ours:      pfa.neuron.LIF + pfa.PFA (batched composition, recomputed in backward)
+    ours:      pfa.neuron.LIF + pfa.PFA (batched composition, recomputed in backward) + pfa.fast_layers' pooling
+               and dropout, channels-last, and the optimiser as pfa's engine builds it (fused Adam)
     baseline:  spikingjelly's LIFNode + LoopPFA (the reference's algorithm: one full [N, T, C, H, W] tensor per rank)
+               + torch's pooling and dropout, NCHW, torch's default Adam
 
 Both variants train (forward, loss, backward, Adam step, reset) on the same random batch, timed alternately in one
 process so that machine noise hits both alike; the table reports medians and the ratio ours / baseline in images per
 second (and peak memory on CUDA). Both use the network's own neuron options (FMNIST: the reset is not detached); ours
-is the network as FMNIST/run.py trains it (channels-last), the baseline the reference's (contiguous NCHW).
+is the network as FMNIST/run.py trains it, the baseline the reference's.
 Networks are named entries of CONFIGS; add one with a builder taking (neuron factory or None for the network's own,
 PFA factory or None for pfa.PFA, channels_last). `--amp fp16|bf16` runs both under autocast (fp16 with a GradScaler
 on CUDA); `--compile` wraps ours in torch.compile and reports the compile time (its first steps) separately.
@@ -31,11 +33,13 @@ from spikingjelly.activation_based import functional
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__file__).resolve().parent)]
 
-from _baselines import LoopPFA, spikingjelly_lif  # noqa: E402
+from _baselines import LoopPFA, spikingjelly_lif, with_torch_layers  # noqa: E402
 
-from pfa import _lif_cpu as lif_cpu  # noqa: E402
+from pfa import _native  # noqa: E402
+from pfa.config import TrainConfig  # noqa: E402
 from pfa.losses import mse_rate_loss  # noqa: E402
 from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
+from pfa.training_state import build_optimizer  # noqa: E402
 
 
 @dataclass
@@ -50,7 +54,23 @@ CONFIGS = {
     "fmnist": BenchConfig(lambda *parts: FashionMNISTNet(4, 128, 4, "pfa", 0.7, *parts), (1, 28, 28), 10, 64),
     "fmnist-quick": BenchConfig(lambda *parts: FashionMNISTNet(4, 32, 4, "pfa", 0.3, *parts), (1, 28, 28), 10, 64),
 }
-VARIANTS = {"ours": (None, None, True), "baseline": (lambda: spikingjelly_lif(detach_reset=False), LoopPFA, False)}
+
+@dataclass
+class Variant:
+    parts: tuple  # the builder's (neuron factory, PFA factory, channels_last)
+    finish: Callable[[nn.Module], nn.Module]
+    optimizer: Callable[[object], torch.optim.Optimizer]
+
+    def build(self, config: BenchConfig, device: torch.device) -> tuple[nn.Module, torch.optim.Optimizer]:
+        model = self.finish(config.build(*self.parts)).to(device)
+        return model, self.optimizer(model.parameters())
+
+
+VARIANTS = {
+    "ours": Variant((None, None, True), lambda model: model, lambda params: build_optimizer(TrainConfig(), params)),
+    "baseline": Variant((lambda: spikingjelly_lif(detach_reset=False), LoopPFA, False), with_torch_layers,
+                        lambda params: torch.optim.Adam(params, 1e-3)),
+}
 AMP = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -94,10 +114,9 @@ def bench(name: str, device: torch.device, steps: int, warmup: int, rounds: int,
     images = torch.rand(batch, *config.input_shape, device=device)
     labels = torch.randint(0, config.classes, (batch,), device=device)
     setups, times, memory, compile_s = {}, {v: [] for v in VARIANTS}, {}, None
-    for variant, parts in VARIANTS.items():
+    for variant, recipe in VARIANTS.items():
         torch.manual_seed(0)
-        model = config.build(*parts).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+        model, optimizer = recipe.build(config, device)
         if compile and variant == "ours":
             model = torch.compile(model)
         scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp == "fp16")
@@ -129,7 +148,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--compile", action="store_true", help="torch.compile ours (compile time reported apart)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    lif = "cpu" if device.type == "cpu" and lif_cpu.available() else "auto"
+    lif = "cpu" if device.type == "cpu" and _native.available() else "auto"
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"torch {torch.__version__}, device {device} ({where}), amp {args.amp}, compile {args.compile}, "
           f"our LIF backend {lif}")

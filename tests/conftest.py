@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import pfa._native as native
+
 
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
@@ -18,3 +20,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def fresh_build(monkeypatch, tmp_path):
+    """An empty cache folder for pfa's C loops and no build tried yet in this process."""
+    monkeypatch.setenv("PFA_CACHE_DIR", str(tmp_path))
+    for cached in (native.library, native.build_error):
+        cached.cache_clear()
+    monkeypatch.setattr(native, "_warned", [])
+    yield tmp_path
+    for cached in (native.library, native.build_error):
+        cached.cache_clear()

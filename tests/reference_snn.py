@@ -69,6 +69,12 @@ def fsvae_lif(x):
     return torch.stack(fsvae_lif_steps(x.unbind(-1))[0], -1)
 
 
+def dropout(x, p):
+    """Dropout's law, keep with probability 1 - p and scale by 1 / (1 - p), drawn from a uniform number per element
+    (as pfa.fast_layers.Dropout draws it, so that a shared seed gives both sides the same mask)."""
+    return x * (torch.rand_like(x) >= p) / (1 - p)
+
+
 def batch_norm(x, weight, bias, channel_dim=1, scale=1.0, eps=1e-5):
     """Training-mode batch norm: statistics per channel over every other axis (biased variance), then
     scale * normalised * weight + bias (scale = alpha * V_th in FSVAE's tdBN)."""

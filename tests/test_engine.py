@@ -173,6 +173,25 @@ def test_sgd_uses_momentum_and_weight_decay(tmp_path):
     assert optimizer.defaults["momentum"] == 0.8 and optimizer.defaults["weight_decay"] == 1e-4
 
 
+@pytest.mark.parametrize("name, reference", [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_adam_runs_fused_and_updates_as_the_plain_loop_does(tmp_path, name, reference):
+    torch.manual_seed(0)
+    ours, plain = nn.Linear(8, 3), nn.Linear(8, 3)
+    plain.load_state_dict(ours.state_dict())
+    optimizer = build_optimizer(config(tmp_path, optimizer=name, weight_decay=1e-2), ours.parameters())
+    baseline = reference(plain.parameters(), lr=optimizer.defaults["lr"], weight_decay=1e-2, foreach=False)
+    assert type(optimizer) is reference and optimizer.defaults["fused"]
+    x, initial = torch.randn(16, 8), [p.detach().clone() for p in ours.parameters()]
+    for _ in range(3):
+        for model, opt in ((ours, optimizer), (plain, baseline)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    for a, b, start in zip(ours.parameters(), plain.parameters(), initial, strict=True):
+        torch.testing.assert_close(a, b)
+        assert not torch.equal(a, start)
+
+
 def test_eval_only_reproduces_the_checkpoints_test_metrics(tmp_path):
     record, _ = train(config(tmp_path, epochs=2))
     evaluated, _ = train(config(tmp_path, "eval", eval_only=True, resume=str(tmp_path / "run/checkpoint_latest.pth")))

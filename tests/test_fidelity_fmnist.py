@@ -8,12 +8,12 @@ per-rank loop summing the R terms unweighted, fused by addition. Width 8 instead
 
 import torch
 import torch.nn.functional as F
-from reference_snn import Weights, assert_close, batch_norm, multistep_lif, per_rank_pfa
+from reference_snn import Weights, assert_close, batch_norm, dropout, multistep_lif, per_rank_pfa
 
 from pfa.models.fmnist import FashionMNISTNet
 
 
-def reference_fmnist(images, w: Weights, T, width, rank, dropout):
+def reference_fmnist(images, w: Weights, T, width, rank, p):
     """images [N, 1, 28, 28] -> output spikes [T, N, 10]."""
     static = batch_norm(F.conv2d(images, w.take(width, 1, 3, 3), padding=1), w.take(width), w.take(width))
     x = multistep_lif(static.unsqueeze(0).repeat(T, 1, 1, 1, 1), detach_reset=False)
@@ -21,9 +21,9 @@ def reference_fmnist(images, w: Weights, T, width, rank, dropout):
     z = batch_norm(F.conv2d(F.max_pool2d(x.flatten(0, 1), 2), conv_weight, padding=1), gamma, beta)
     z = per_rank_pfa(z.unflatten(0, (T, -1)).transpose(0, 1), w.pfa(T, width, rank), "add", 1.0).transpose(0, 1)
     x = F.max_pool2d(multistep_lif(z, detach_reset=False).flatten(0, 1), 2).unflatten(0, (T, -1)).flatten(2)
-    hidden = F.linear(F.dropout(x, dropout), w.take(16 * width, 49 * width))
+    hidden = F.linear(dropout(x, p), w.take(16 * width, 49 * width))
     x = multistep_lif(hidden, detach_reset=False)
-    return multistep_lif(F.linear(F.dropout(x, dropout), w.take(10, 16 * width)), detach_reset=False)
+    return multistep_lif(F.linear(dropout(x, p), w.take(10, 16 * width)), detach_reset=False)
 
 
 def test_fmnist_network_equals_the_reference_forward_and_gradients():

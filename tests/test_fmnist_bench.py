@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
 
 from pfa import PFA
 
@@ -54,15 +55,23 @@ def test_benchmark_runs_under_bf16_autocast(capsys):
     assert "amp bf16" in capsys.readouterr().out
 
 
-def test_baseline_neurons_use_the_networks_options():
-    """The reference-equivalent network differs only in the implementations: its LIFNodes do not detach the reset."""
-    config = train_step.CONFIGS["fmnist-quick"]
-    ours = config.build(*train_step.VARIANTS["ours"])
-    theirs = config.build(*train_step.VARIANTS["baseline"])
+def test_baseline_differs_only_in_implementations_with_the_networks_options():
+    """The reference-equivalent network: LIFNodes that do not detach the reset either, torch's pooling and dropout
+    with the same settings, the same parameters; torch's default Adam against the engine's fused one."""
+    config, cpu = train_step.CONFIGS["fmnist-quick"], torch.device("cpu")
+    ours, our_optimizer = train_step.VARIANTS["ours"].build(config, cpu)
+    theirs, their_optimizer = train_step.VARIANTS["baseline"].build(config, cpu)
     our_neurons = [m for m in ours.modules() if hasattr(m, "params")]
     their_neurons = [m for m in theirs.modules() if hasattr(m, "detach_reset")]
     assert len(our_neurons) == len(their_neurons) == 4
     assert all(not m.params.detach_reset for m in our_neurons) and all(not m.detach_reset for m in their_neurons)
+    for kind in (nn.MaxPool2d, nn.Dropout):
+        mine, reference = [[m for m in net.modules() if isinstance(m, kind)] for net in (ours, theirs)]
+        assert len(mine) == len(reference) == 2 and all(type(m) is kind for m in reference)
+        assert [repr(m) for m in mine] == [repr(m) for m in reference] and all(type(m) is not kind for m in mine)
+    outside_attention = [{k for k in net.state_dict() if not k.startswith("features.2.")} for net in (ours, theirs)]
+    assert outside_attention[0] == outside_attention[1]
+    assert our_optimizer.defaults["fused"] and not their_optimizer.defaults["fused"]
 
 
 def test_profile_lists_the_lif_and_the_convolutions():

@@ -7,10 +7,11 @@ import pytest
 import torch
 
 import pfa._lif_cpu as lif_cpu
+import pfa._native as native
 from pfa.errors import UserError
 from pfa.neuron import LIF
 
-pytestmark = pytest.mark.skipif(not lif_cpu.available(), reason="no working C compiler here")
+pytestmark = pytest.mark.skipif(not native.available(), reason="no working C compiler here")
 
 RESETS = {"hard-0": 0.0, "hard-minus-0.3": -0.3, "soft": None}
 SURROGATES = {"atan": {"surrogate": "atan", "alpha": 3.0},
@@ -33,7 +34,7 @@ def run(backend, x, config, store_v_seq=False):
 @pytest.mark.parametrize(("decay_input", "reset", "detach_reset", "surrogate"), list(itertools.product(
     [True, False], RESETS, [True, False], SURROGATES)))
 def test_every_setting_gives_the_torch_backends_floats(monkeypatch, decay_input, reset, detach_reset, surrogate):
-    monkeypatch.setattr(lif_cpu, "MIN_PER_THREAD", 100)  # several threads and blocks even for this small tensor
+    monkeypatch.setattr(native, "MIN_PER_THREAD", 100)  # several threads and blocks even for this small tensor
     torch.manual_seed(0)
     x = torch.randn(7, 3, 6, 11, 13) * 1.5 + 0.5
     config = {"tau": 2.0 if decay_input else 4 / 3, "v_threshold": 1.0, "v_reset": RESETS[reset],
@@ -60,25 +61,13 @@ def test_float64_is_refused_in_one_line():
         LIF(backend="cpu")(torch.randn(3, 2, 4, dtype=torch.float64))
 
 
-@pytest.fixture
-def fresh_build(monkeypatch, tmp_path):
-    """An empty cache folder and no build tried yet in this process."""
-    monkeypatch.setenv("PFA_CACHE_DIR", str(tmp_path))
-    for cached in (lif_cpu.library, lif_cpu.build_error):
-        cached.cache_clear()
-    monkeypatch.setattr(lif_cpu, "_warned", [])
-    yield tmp_path
-    for cached in (lif_cpu.library, lif_cpu.build_error):
-        cached.cache_clear()
-
-
 def test_the_library_is_built_once_into_the_cache(fresh_build):
-    assert lif_cpu.available()
-    built = list(fresh_build.glob("lif_cpu-*"))
+    assert native.available()
+    built = list(fresh_build.glob("pfa_native-*"))
     assert len(built) == 1 and built[0].stat().st_size > 1000
-    lif_cpu.library.cache_clear()
+    native.library.cache_clear()
     mtime = built[0].stat().st_mtime_ns
-    lif_cpu.library()
+    native.library()
     assert built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
 
 

@@ -10,8 +10,8 @@ import torch.nn as nn
 from reference_snn import fsvae_lif_steps
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-import pfa._lif_cpu
 import pfa._lif_torch
+import pfa._native
 from pfa.errors import UserError
 from pfa.neuron import LIF, cupy_available
 
@@ -32,7 +32,7 @@ CONFIGS = {
 def small_chunks(monkeypatch):
     """Small CPU chunks and thread spans, so that these small tensors still cross their boundaries."""
     monkeypatch.setattr(pfa._lif_torch, "CPU_CHUNK", 256)
-    monkeypatch.setattr(pfa._lif_cpu, "MIN_PER_THREAD", 64)
+    monkeypatch.setattr(pfa._native, "MIN_PER_THREAD", 64)
 
 
 def spikingjelly_lif(alpha=2.0, **config):

@@ -1,106 +1,25 @@
-"""The "cpu" LIF backend: the fused C loops of `_lif_cpu.c`, compiled on first use with the system's C compiler.
+"""The "cpu" LIF backend: the fused C loops of `_lif_cpu.c` (built and threaded by `pfa._native`).
 
-The library is built once per source version into the user's cache (`$PFA_CACHE_DIR`, else `$XDG_CACHE_HOME/pfa` or
-`~/.cache/pfa`) and loaded with ctypes, which releases the GIL during a call: the neurons are split over
-`torch.get_num_threads()` threads. The state is float32 (inputs may be half precision); the torch backend serves
-float64 and other devices.
+The state is float32 (inputs may be half precision); the torch backend serves float64 and other devices.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
 import math
-import os
-import shlex
-import subprocess
-import sysconfig
-import tempfile
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import torch
 
 from pfa._lif_params import LIFParams
 from pfa._lif_torch import _step_order, _unpermute, finish_forward
-
-SOURCE = Path(__file__).with_name("_lif_cpu.c")
-FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as the torch backend
-MIN_PER_THREAD = 1 << 15  # fewer neurons per thread than this run on one thread
+from pfa._native import address, library, parallel
 
 
 class _Constants(ctypes.Structure):
     _fields_ = [(name, ctypes.c_int32) for name in ("decay_input", "hard_reset", "detach_reset", "rectangle")] + [
         (name, ctypes.c_float) for name in ("tau", "v_threshold", "v_reset", "minus_threshold", "k2", "center",
                                             "width", "through", "minus_scale", "input_scale", "decay")]
-
-
-class BuildError(RuntimeError):
-    """The C compiler is missing or failed; the message says which and how to fall back."""
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("PFA_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pfa"
-    return Path(root)
-
-
-def _compiler() -> list[str]:
-    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-
-
-def _build(target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then renamed: concurrent builds are safe
-        partial = Path(tmp) / target.name
-        command = [*_compiler(), *FLAGS, str(SOURCE), "-o", str(partial)]
-        try:
-            subprocess.run(command, check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as e:
-            detail = getattr(e, "stderr", "") or str(e)
-            raise BuildError(f"LIF backend 'cpu': `{' '.join(command)}` failed ({detail.strip()[:300]}); install a C "
-                             "compiler (apt-get install gcc) or use backend='torch'") from None
-        os.replace(partial, target)
-
-
-@functools.cache
-def library() -> ctypes.CDLL:
-    """The compiled loops, built on first use (a BuildError says why they cannot be)."""
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join((*_compiler(), *FLAGS)).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"lif_cpu-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
-    if not target.exists():
-        _build(target)
-    lib = ctypes.CDLL(str(target))
-    pointer, i64 = ctypes.c_void_p, ctypes.c_int64
-    constants = ctypes.POINTER(_Constants)
-    lib.lif_forward.argtypes = [pointer, i64, pointer, pointer, pointer, pointer, i64, i64, i64, constants]
-    lib.lif_backward.argtypes = [pointer, pointer, pointer, pointer, i64, pointer, i64, i64, i64, constants]
-    lib.lif_forward.restype = lib.lif_backward.restype = None
-    return lib
-
-
-@functools.cache
-def build_error() -> str | None:
-    """Why the loops cannot be built or loaded here, or None when they can (tried once per process)."""
-    try:
-        library()
-    except (BuildError, OSError) as e:
-        return str(e)
-    return None
-
-
-def available() -> bool:
-    """Whether the loops compile and load here; the first time they do not, a warning says why (backend 'auto' then
-    uses the torch backend)."""
-    error = build_error()
-    if error is not None and not _warned:
-        _warned.append(error)
-        warnings.warn(f"{error}; the LIF neurons use the slower torch backend", RuntimeWarning, stacklevel=3)
-    return error is None
-
-
-_warned: list[str] = []
 
 
 def supports(x_seq: torch.Tensor, v0: torch.Tensor) -> bool:
@@ -121,28 +40,6 @@ def constants(p: LIFParams) -> _Constants:
         minus_threshold=-p.v_threshold, k2=k * k, center=p.center, width=p.width,
         through=-p.v_threshold * scale, minus_scale=-scale, input_scale=scale * g, decay=1 - 1 / p.tau,
     )
-
-
-@functools.cache
-def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
-    """Worker threads of this process (keyed by its id: a forked child does not inherit its parent's threads)."""
-    return ThreadPoolExecutor(workers, thread_name_prefix="pfa-lif")
-
-
-def _parallel(call, count: int) -> None:
-    """call(start, stop) over [0, count) split into one range per torch thread (at least MIN_PER_THREAD neurons each),
-    the first range on this thread."""
-    parts = max(1, min(torch.get_num_threads(), count // MIN_PER_THREAD))
-    bounds = [count * i // parts for i in range(parts + 1)]
-    spans = zip(bounds[1:-1], bounds[2:], strict=True)
-    futures = [_pool(parts - 1, os.getpid()).submit(call, a, b) for a, b in spans] if parts > 1 else []
-    call(bounds[0], bounds[1])
-    for future in futures:
-        future.result()
-
-
-def _address(tensor: torch.Tensor | None, offset: int = 0) -> int | None:
-    return None if tensor is None else tensor.data_ptr() + 4 * offset
 
 
 def repeated_input(x_seq: torch.Tensor) -> torch.Tensor | None:
@@ -179,10 +76,10 @@ class CpuMultiStepLIF(torch.autograd.Function):
         x_step = 0 if repeat else count
 
         def run(a: int, b: int) -> None:
-            lib.lif_forward(_address(x_p, a), x_step, _address(v, a), _address(spikes, a), _address(h_seq, a),
-                            _address(v_seq, a), count, b - a, steps, ctypes.byref(c))
+            lib.lif_forward(address(x_p, a), x_step, address(v, a), address(spikes, a), address(h_seq, a),
+                            address(v_seq, a), count, b - a, steps, ctypes.addressof(c))
 
-        _parallel(run, count)
+        parallel(run, count)
         ctx.repeat, ctx.dtype = repeat, x.dtype
         return finish_forward(ctx, params, order, shape_p, spikes, v, h_seq, v_seq, x.dtype)
 
@@ -200,9 +97,9 @@ class CpuMultiStepLIF(torch.autograd.Function):
         grad_x_step = 0 if repeat else count
 
         def run(a: int, b: int) -> None:
-            lib.lif_backward(_address(h_seq, a), _address(spikes, a), _address(gs, a), _address(grad_x, a),
-                             grad_x_step, _address(c, a), count, b - a, steps, ctypes.byref(k))
+            lib.lif_backward(address(h_seq, a), address(spikes, a), address(gs, a), address(grad_x, a),
+                             grad_x_step, address(c, a), count, b - a, steps, ctypes.addressof(k))
 
-        _parallel(run, count)
+        parallel(run, count)
         grad_x = _unpermute(grad_x.to(ctx.dtype), grad_x.shape, order)
         return grad_x, _unpermute(c.div_(g), spikes.shape[1:], order), None, None, None

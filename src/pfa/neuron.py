@@ -25,7 +25,7 @@ import math
 import torch
 from spikingjelly.activation_based import base
 
-from pfa import _lif_cpu
+from pfa import _lif_cpu, _native
 from pfa._lif_params import LIFParams
 from pfa._lif_torch import _MultiStepLIF
 from pfa.errors import UserError
@@ -104,8 +104,8 @@ class LIF(base.MemoryModule):
             center=v_threshold if surrogate_center is None else _number("surrogate_center", surrogate_center),
         )
         self.backend = _choice("backend", backend, BACKENDS)
-        if backend == "cpu" and _lif_cpu.build_error() is not None:
-            raise UserError(f"LIF: backend='cpu' needs a working C compiler: {_lif_cpu.build_error()}")
+        if backend == "cpu" and _native.build_error() is not None:
+            raise UserError(f"LIF: backend='cpu' needs a working C compiler: {_native.build_error()}")
         if backend == "cupy" and not cupy_available():
             raise UserError(
                 "LIF: backend='cupy' needs CuPy (pip install cupy-cuda12x or cupy-cuda13x, matching torch's CUDA) "
@@ -143,7 +143,7 @@ class LIF(base.MemoryModule):
 
     def _function(self, x_seq: torch.Tensor, v0: torch.Tensor) -> type[torch.autograd.Function]:
         """The autograd Function of the backend that serves this input."""
-        if self.backend == "cpu" or (self.backend == "auto" and _lif_cpu.supports(x_seq, v0) and _lif_cpu.available()):
+        if self.backend == "cpu" or (self.backend == "auto" and _lif_cpu.supports(x_seq, v0) and _native.available()):
             if not _lif_cpu.supports(x_seq, v0):
                 raise UserError(f"LIF: backend='cpu' needs CPU tensors with a float32 state, got {x_seq.dtype} on "
                                 f"{x_seq.device}; use backend='auto'")

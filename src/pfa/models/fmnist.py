@@ -6,7 +6,7 @@
 
 The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.losses' convention).
 As in the reference: PFA with fusion "add" and the unweighted sum of its R terms (weights "sum"), and neurons that do
-not detach their reset.
+not detach their reset. Pooling and dropout are pfa.fast_layers' (torch's layers, faster on CPU).
 """
 
 from collections.abc import Callable
@@ -16,6 +16,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attentions import make_attention
+from pfa.fast_layers import Dropout, MaxPool2d
 from pfa.models.layers import spiking_neuron, to_time_first
 
 NEURON = {"detach_reset": False}
@@ -50,17 +51,17 @@ class FashionMNISTNet(nn.Module):
         self.features = nn.Sequential(
             neuron(),
             layer.SeqToANNContainer(
-                nn.MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
+                MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
             ),
             attention_module,
             neuron(),
-            layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Flatten()),
+            layer.SeqToANNContainer(MaxPool2d(2), nn.Flatten()),
         )
         self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
+            Dropout(dropout),
             layer.SeqToANNContainer(nn.Linear(width * 7 * 7, width * 4 * 4, bias=False)),
             neuron(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             layer.SeqToANNContainer(nn.Linear(width * 4 * 4, 10, bias=False)),
             neuron(),
         )

@@ -1,0 +1,98 @@
+"""pfa.fast_layers: the C max pooling gives torch's output and gradient exactly (ties, NaN, odd sizes, threads) and
+defers to torch elsewhere; the CPU dropout has dropout's law, scaling and gradient."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import pfa._native as native
+from pfa.fast_layers import Dropout, MaxPool2d
+
+needs_compiler = pytest.mark.skipif(not native.available(), reason="no working C compiler here")
+
+
+def pool_both(x, ours, theirs):
+    """Forward and backward of both layers on copies of x: outputs, input gradients."""
+    a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(a), theirs(b)
+    probe = torch.randn(ya.shape, generator=torch.Generator().manual_seed(2)).to(ya.dtype)
+    (ya * probe).sum().backward()
+    (yb * probe).sum().backward()
+    return (ya, a.grad), (yb, b.grad)
+
+
+def assert_identical(a, b):
+    assert a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+    assert torch.equal(a.isnan(), b.isnan()) and torch.equal(a.nan_to_num(), b.nan_to_num())
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(5, 6, 8, 8), (3, 7, 9, 11), (2, 1, 2, 3), (64, 16, 28, 28)], ids=str)
+def test_pooling_spikes_and_special_values_matches_torch_exactly(monkeypatch, shape):
+    monkeypatch.setattr(native, "MIN_PER_THREAD", 8)  # several threads even for small maps
+    torch.manual_seed(0)
+    spikes = (torch.rand(shape) < 0.3).float()  # ties everywhere: the gradient must go to the first maximum
+    special = torch.randn(shape).round()
+    special.view(-1)[::7] = float("nan")
+    special.view(-1)[3::11] = float("-inf")
+    special.view(-1)[5::13] = -0.0
+    for x in (spikes, special):
+        x = x.contiguous(memory_format=torch.channels_last)
+        (y, grad), (y_ref, grad_ref) = pool_both(x, MaxPool2d(2), nn.MaxPool2d(2))
+        assert_identical(y, y_ref)
+        assert_identical(grad, grad_ref)
+        assert grad.abs().sum() > 0
+
+
+@needs_compiler
+def test_the_native_loops_run_and_keep_nothing_but_the_input(monkeypatch):
+    calls = []
+    monkeypatch.setattr(native, "parallel", lambda call, count, size=1: calls.append(count) or call(0, count))
+    x = torch.rand(4, 3, 6, 6).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = MaxPool2d(2)(x)
+    assert calls == [4 * 3] and y.grad_fn.saved_tensors[0] is x
+    y.sum().backward()
+    assert calls == [12, 12]
+
+
+@pytest.mark.parametrize("layer, x", [
+    (MaxPool2d(2), torch.randn(3, 4, 8, 8)),  # NCHW
+    (MaxPool2d(2), torch.randn(3, 4, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)),
+    (MaxPool2d(3), torch.randn(3, 4, 9, 9).contiguous(memory_format=torch.channels_last)),
+    (MaxPool2d(2, stride=1), torch.randn(3, 4, 8, 8).contiguous(memory_format=torch.channels_last)),
+    (MaxPool2d(2, ceil_mode=True), torch.randn(3, 4, 7, 7).contiguous(memory_format=torch.channels_last)),
+    (MaxPool2d(2, padding=1), torch.randn(3, 4, 8, 8).contiguous(memory_format=torch.channels_last)),
+], ids=["nchw", "float64", "kernel-3", "stride-1", "ceil", "padding"])
+def test_other_settings_are_torchs_own_pooling(monkeypatch, layer, x):
+    monkeypatch.setattr(native, "parallel", lambda *args: pytest.fail("the C loops ran outside their case"))
+    reference = nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding, ceil_mode=layer.ceil_mode)
+    (y, grad), (y_ref, grad_ref) = pool_both(x, layer, reference)
+    assert_identical(y, y_ref)
+    assert_identical(grad, grad_ref)
+
+
+def test_pooling_without_a_compiler_is_torchs(fresh_build, monkeypatch):
+    monkeypatch.setenv("CC", str(fresh_build / "no-such-cc"))
+    x = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.warns(RuntimeWarning, match="no-such-cc.*failed"):
+        y = MaxPool2d(2)(x)
+    assert torch.equal(y, nn.MaxPool2d(2)(x))
+
+
+def test_dropout_keeps_one_minus_p_scales_the_kept_and_passes_the_gradient_through_the_mask():
+    layer, x = Dropout(0.3), (torch.rand(1000, 1000) + 0.5).requires_grad_()
+    torch.manual_seed(0)
+    y = layer(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.003  # 1e6 draws: 6 standard deviations
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    y.sum().backward()
+    assert torch.equal(x.grad, kept.float() / 0.7)
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), y)  # a seed reproduces the mask
+
+
+def test_dropout_is_the_identity_in_eval_mode_or_at_p_0_and_zero_at_p_1():
+    x = torch.rand(4, 5)
+    assert Dropout(0.5).eval()(x) is x and Dropout(0.0)(x) is x
+    assert torch.equal(Dropout(1.0)(x), torch.zeros_like(x))

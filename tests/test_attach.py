@@ -97,7 +97,7 @@ def test_zoo_sew_resnet_and_vgg_get_attention_after_their_conv_neurons(build, ne
 def test_our_networks_without_attention_get_it_after_every_conv_neuron():
     model = FashionMNISTNet(T=2, width=4, attention="none", dropout=0.0)
     names = pfa.attach(model, torch.randn(3, 1, 28, 28), kind="ma")
-    assert names == ["features.0.attention", "features.3.attention"]  # the FC neurons output [T, N, F]
+    assert names == ["features.0.neuron.attention", "features.3.neuron.attention"]  # FC neurons output [T, N, F]
     vgg = SpikingVGG(num_classes=10, T=2, input_pool=16, attention="none", width=1 / 32)
     names = pfa.attach(vgg, torch.rand(2, 2, 2, 16, 16), kind="pfa", rank=2, fusion="add")
     assert len(names) == 8 and vgg.get_submodule(names[0]).fusion == "add"

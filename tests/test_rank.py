@@ -63,7 +63,7 @@ def test_positions_are_the_attention_inputs_or_else_the_neurons_attach_would_use
 
     plain = FashionMNISTNet(T=3, width=4, attention="none", dropout=0.0)
     advice = rank.rank_advice(plain, loader(), samples=4, max_rank=2)
-    assert [p["name"] for p in advice["positions"]] == ["features.0", "features.3"]  # not the FC neurons
+    assert [p["name"] for p in advice["positions"]] == ["features.0.neuron", "features.3.neuron"]  # not the FC ones
     assert [p["shape"] for p in advice["positions"]] == [[3, 4, 28, 28], [3, 4, 14, 14]]
     assert advice["samples"] == 4 and set(advice["positions"][0]["errors"]) == {"1", "2"}
 

@@ -1,5 +1,5 @@
-"""The package's C loops (`_lif_cpu.c`: the LIF neuron; `_pool_cpu.c`: 2x2 max pooling), compiled on first use with
-the system's C compiler into one library.
+"""The package's C loops (`_lif_cpu.c`: the LIF neuron, alone or pooling its spikes; `_pool_cpu.c`: 2x2 max pooling),
+compiled on first use with the system's C compiler into one library.
 
 The library is built once per source version into the user's cache (`$PFA_CACHE_DIR`, else `$XDG_CACHE_HOME/pfa` or
 `~/.cache/pfa`) and loaded with ctypes, which releases the GIL during a call: the work is split over
@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("_lif_cpu.c", "_pool_cpu.c"))
+HEADERS = (Path(__file__).with_name("_pool_cpu.h"),)
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as torch's kernels
 MIN_PER_THREAD = 1 << 15  # fewer elements per thread than this run on one thread
 
@@ -54,26 +55,28 @@ def _build(target: Path) -> None:
         os.replace(partial, target)
 
 
-_POINTER, _I64 = ctypes.c_void_p, ctypes.c_int64
-_SIGNATURES = {  # the constants' struct is passed by its address
-    "lif_forward": [_POINTER, _I64, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _I64, _POINTER],
-    "lif_backward": [_POINTER, _POINTER, _POINTER, _POINTER, _I64, _POINTER, _I64, _I64, _I64, _POINTER],
-    "max_pool2x2_forward": [_POINTER, _POINTER, *[_I64] * 6],
-    "max_pool2x2_backward": [_POINTER, _POINTER, _POINTER, *[_I64] * 6],
+_POINTER, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+_SIGNATURES = {  # name: (argument types, result type); the LIF's constants struct is passed by its address
+    "lif_forward": ([_POINTER, _I64, _POINTER, _POINTER, _POINTER, _POINTER, _I64, _I64, _I64, _POINTER], None),
+    "lif_backward": ([_POINTER, _POINTER, _POINTER, _POINTER, _I64, _POINTER, _I64, _I64, _I64, _POINTER], None),
+    "lif_pool_forward": ([_POINTER, _I64, _POINTER, _POINTER, _POINTER, *[_I64] * 6, _POINTER], _INT),
+    "lif_pool_backward": ([_POINTER, _POINTER, _POINTER, _I64, _POINTER, *[_I64] * 6, _POINTER], _INT),
+    "max_pool2x2_forward": ([_POINTER, _POINTER, *[_I64] * 6], None),
+    "max_pool2x2_backward": ([_POINTER, _POINTER, _POINTER, *[_I64] * 6], None),
 }
 
 
 @functools.cache
 def library() -> ctypes.CDLL:
     """The compiled loops, built on first use (a BuildError says why they cannot be)."""
-    sources = b"".join(source.read_bytes() for source in SOURCES)
+    sources = b"".join(source.read_bytes() for source in (*SOURCES, *HEADERS))
     key = hashlib.sha256(sources + " ".join((*_compiler(), *FLAGS)).encode()).hexdigest()[:16]
     target = _cache_dir() / f"pfa_native-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
     if not target.exists():
         _build(target)
     lib = ctypes.CDLL(str(target))
-    for name, argtypes in _SIGNATURES.items():
-        getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, None
+    for name, (argtypes, restype) in _SIGNATURES.items():
+        getattr(lib, name).argtypes, getattr(lib, name).restype = argtypes, restype
     return lib
 
 

@@ -1,16 +1,19 @@
-"""Drop-in replacements for two torch layers whose CPU kernels cost the spiking CNNs more than they should.
+"""Layers whose torch versions cost the spiking CNNs more than they should on CPU.
 
-Both are subclasses of the torch layer with the same arguments, state and numbers (the dropout's mask comes from
-another random stream), and defer to it wherever their own path does not apply (CUDA, other settings).
+MaxPool2d and Dropout are subclasses of the torch layer with the same arguments, state and numbers (the dropout's
+mask comes from another random stream); SpikingMaxPool2d runs a neuron and pools its spikes, fused for pfa's LIF.
+Each defers to the plain computation wherever its own path does not apply (CUDA, other settings).
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from spikingjelly.activation_based import layer
 from torch.autograd.function import once_differentiable
 
 from pfa import _native
+from pfa.neuron import LIF
 
 
 class _MaxPool2x2(torch.autograd.Function):
@@ -79,3 +82,22 @@ class Dropout(nn.Dropout):
         if x.device.type != "cpu" or self.p == 1 or self.inplace:
             return super().forward(x)
         return x * torch.rand_like(x).ge_(self.p).div_(1 - self.p)
+
+
+class SpikingMaxPool2d(nn.Module):
+    """A multi-step spiking neuron and 2x2 max pooling of its spikes: [T, N, C, H, W] -> [T, N, C, H/2, W/2].
+
+    For pfa's LIF on CPU (channels-last float32 maps, even H) the two run in one pass of the C loops
+    (`LIF.max_pooled_forward`): the full spikes are never written, read back by the pooling or given a gradient
+    buffer, which saves about 2/3 of the bytes the pair moves. Elsewhere the neuron runs and `pool` follows, with the
+    same numbers; a forward hook on `neuron` (pfa.report's spike rates) sees its full spikes that way.
+    """
+
+    def __init__(self, neuron: nn.Module):
+        super().__init__()
+        self.neuron = neuron
+        self.pool = layer.SeqToANNContainer(MaxPool2d(2))
+
+    def forward(self, x_seq: torch.Tensor) -> torch.Tensor:
+        pooled = self.neuron.max_pooled_forward(x_seq) if isinstance(self.neuron, LIF) else None
+        return self.pool(self.neuron(x_seq)) if pooled is None else pooled

@@ -174,5 +174,21 @@ class LIF(base.MemoryModule):
         self.v_seq = v_seq if self.store_v_seq else None
         return spikes
 
+    def max_pooled_forward(self, x_seq: torch.Tensor) -> torch.Tensor | None:
+        """2x2 max pooling of the spikes, [T, N, C, H, W] -> [T, N, C, H/2, W/2], computed with them in one pass of
+        the C loops (the full spikes are never stored), or None where those do not serve this input: they need the
+        "cpu" backend's inputs with channels-last steps and an even H, no stored v_seq and no hook watching the
+        neuron's output (the caller then pools `self(x_seq)`, with the same numbers)."""
+        if self.store_v_seq or self._forward_hooks or self._forward_pre_hooks or x_seq.dim() != 5:
+            return None
+        v0 = self._initial_state(x_seq)
+        if self._function(x_seq, v0) is not _lif_cpu.CpuMultiStepLIF or not _lif_cpu.poolable(x_seq, v0):
+            return None
+        repeated = _lif_cpu.repeated_input(x_seq)
+        args = (x_seq, v0, self.params) if repeated is None else (repeated, v0, self.params, len(x_seq))
+        pooled, self.v = _lif_cpu.CpuMultiStepLIFPool.apply(*args)
+        self.v_seq = None
+        return pooled
+
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.multi_step_forward(x.unsqueeze(0)).squeeze(0)

@@ -6,7 +6,8 @@
 
 The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.losses' convention).
 As in the reference: PFA with fusion "add" and the unweighted sum of its R terms (weights "sum"), and neurons that do
-not detach their reset. Pooling and dropout are pfa.fast_layers' (torch's layers, faster on CPU).
+not detach their reset. Each max pooling runs fused with the neuron before it, and dropout is pfa.fast_layers' (the
+reference's numbers, faster on CPU; dropout draws its masks from another random stream).
 """
 
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 
 from pfa.attentions import make_attention
-from pfa.fast_layers import Dropout, MaxPool2d
+from pfa.fast_layers import Dropout, SpikingMaxPool2d
 from pfa.models.layers import spiking_neuron, to_time_first
 
 NEURON = {"detach_reset": False}
@@ -25,6 +26,17 @@ PFA_OPTIONS = {"fusion": "add", "weights": "sum"}
 
 def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=torch.channels_last)
+
+
+def _load_unfused_layout(module, state_dict, prefix, *_):
+    """Checkpoints written before pooling joined the neurons (features.1 held max pooling, convolution, batch norm)
+    load into today's layout (features.1 holds convolution, batch norm)."""
+    old = prefix + "features.1."
+    if old + "2.running_mean" not in state_dict:
+        return
+    for index in ("1", "2"):
+        for key in [k for k in state_dict if k.startswith(old + index + ".")]:
+            state_dict[old + str(int(index) - 1) + key[len(old) + 1:]] = state_dict.pop(key)
 
 
 class FashionMNISTNet(nn.Module):
@@ -49,13 +61,11 @@ class FashionMNISTNet(nn.Module):
             attention_module = make_attention(attention, T, width, rank=rank, **PFA_OPTIONS)
         self.static_conv = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
         self.features = nn.Sequential(
-            neuron(),
-            layer.SeqToANNContainer(
-                MaxPool2d(2), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)
-            ),
+            SpikingMaxPool2d(neuron()),
+            layer.SeqToANNContainer(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width)),
             attention_module,
-            neuron(),
-            layer.SeqToANNContainer(MaxPool2d(2), nn.Flatten()),
+            SpikingMaxPool2d(neuron()),
+            layer.SeqToANNContainer(nn.Flatten()),
         )
         self.classifier = nn.Sequential(
             Dropout(dropout),
@@ -65,6 +75,7 @@ class FashionMNISTNet(nn.Module):
             layer.SeqToANNContainer(nn.Linear(width * 4 * 4, 10, bias=False)),
             neuron(),
         )
+        self.register_load_state_dict_pre_hook(_load_unfused_layout)
         self.channels_last = channels_last
         if channels_last:  # 2-D convolutions only: other kinds of attention hold 3-D or 5-D weights
             for module in self.modules():

@@ -6,17 +6,19 @@ import torch
 
 
 def saved_beyond(fn, x: torch.Tensor) -> int:
-    """Bytes that autograd saves for backward while running fn(x), not counting x's own storage."""
-    sizes = []
+    """Bytes that autograd saves for backward while running fn(x), not counting x's own storage; a tensor that two
+    layers save (a neuron's spikes, saved by it and by the pooling after it) counts once."""
+    sizes = {}
 
     def pack(t):
-        if t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr():
-            sizes.append(t.numel() * t.element_size())
+        storage = t.untyped_storage().data_ptr()
+        if storage != x.untyped_storage().data_ptr():
+            sizes[storage] = max(sizes.get(storage, 0), t.numel() * t.element_size())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(x)
-    return sum(sizes)
+    return sum(sizes.values())
 
 
 def parse_bench_args(doc: str):

@@ -1,4 +1,5 @@
-"""bench/train_step.py: its reference-algorithm baseline computes what pfa.PFA computes, and the benchmark runs."""
+"""bench/train_step.py: its reference-algorithm baseline computes what pfa.PFA computes, and the benchmark runs;
+bench/bench_lif_pool.py runs and sees the fused layer save only H."""
 
 import importlib.util
 import math
@@ -12,9 +13,9 @@ import torch.nn as nn
 from pfa import PFA
 
 
-def load_bench():
-    path = Path(__file__).resolve().parents[1] / "bench/train_step.py"
-    spec = importlib.util.spec_from_file_location("train_step", path)
+def load_bench(name="train_step"):
+    path = Path(__file__).resolve().parents[1] / f"bench/{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -80,3 +81,11 @@ def test_profile_lists_the_lif_and_the_convolutions():
 
     table = profile_main(["--batch-size", "2", "--steps", "1", "--rows", "60"])
     assert "CpuMultiStepLIF" in table and "convolution" in table
+
+
+def test_lif_pool_bench_times_the_three_pairs_and_the_fused_one_saves_only_h():
+    rows = load_bench("bench_lif_pool").bench_shape((2, 2, 4, 6, 6), repeats=1)
+    ratio = {name: over_fused for name, _, over_fused, _ in rows}
+    saved = {name: memory for name, _, _, memory in rows}
+    assert list(ratio) == ["fused", "unfused", "sj"] and ratio["fused"] == 1.0
+    assert saved["fused"] == 1.0 and saved["unfused"] > 2  # H only, against H, the spikes and the pooling's indices

@@ -179,7 +179,8 @@ class LIF(base.MemoryModule):
         the C loops (the full spikes are never stored), or None where those do not serve this input: they need the
         "cpu" backend's inputs with channels-last steps and an even H, no stored v_seq and no hook watching the
         neuron's output (the caller then pools `self(x_seq)`, with the same numbers)."""
-        if self.store_v_seq or self._forward_hooks or self._forward_pre_hooks or x_seq.dim() != 5:
+        watched = self._forward_hooks or self._forward_pre_hooks
+        if self.step_mode != "m" or self.store_v_seq or watched or x_seq.dim() != 5:
             return None
         v0 = self._initial_state(x_seq)
         if self._function(x_seq, v0) is not _lif_cpu.CpuMultiStepLIF or not _lif_cpu.poolable(x_seq, v0):

@@ -67,6 +67,7 @@ def _carried_gradient(grad_v, order, p: LIFParams) -> torch.Tensor:
 
 
 def _grad_v0(c: torch.Tensor, shape, order, p: LIFParams) -> torch.Tensor:
+    """dL/dV_0 from what the loops carried back to step 0, in the input's dimension order."""
     return _unpermute(c.div_(1 / p.tau if p.decay_input else 1.0), shape, order)
 
 

@@ -192,3 +192,10 @@ def test_resume_takes_every_setting_from_the_checkpoint(checkpoint_of):
 def test_resume_refuses_contradicting_flags(checkpoint_of, argv, expected):
     with pytest.raises(UserError, match=expected):
         parse_config(DemoConfig, ["--resume", checkpoint_of, *argv])
+
+
+def test_a_config_without_mixed_precision_gets_no_amp_attribute():
+    from pfa.rank import RankConfig
+
+    cfg = parse_config(RankConfig, ["--checkpoint", "run/checkpoint_best.pth", "--device", "cpu"])
+    assert not hasattr(cfg, "amp") and cfg.checkpoint == "run/checkpoint_best.pth"

@@ -287,7 +287,8 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     merged = recipe_values(cls, recipe) if recipe else {}
     merged.update(values)
     cfg = cls(**merged)
-    if "amp" not in flags and not str(cfg.device).startswith("cuda"):
+    has_amp = any(f.name == "amp" for f in dataclasses.fields(cls))
+    if has_amp and "amp" not in flags and not str(cfg.device).startswith("cuda"):
         cfg.amp = "none"  # a recipe's mixed precision (YAML, profile, checkpoint) applies on CUDA; a flag is refused
     cfg.validate()
     return cfg

@@ -199,3 +199,18 @@ def test_a_config_without_mixed_precision_gets_no_amp_attribute():
 
     cfg = parse_config(RankConfig, ["--checkpoint", "run/checkpoint_best.pth", "--device", "cpu"])
     assert not hasattr(cfg, "amp") and cfg.checkpoint == "run/checkpoint_best.pth"
+
+
+def test_help_shows_what_each_recipe_sets_beside_the_default():
+    from pfa.tasks.cifar import CifarConfig
+    from pfa.tasks.fmnist import FMNISTConfig
+
+    def line(cls, flag):
+        text = " ".join(build_parser(cls).format_help().split())
+        start = text.index(f"{flag} {flag[2:].upper().replace('-', '_')} ")
+        return text[start:text.index(" --", start + 1)]
+
+    assert "[default: 128; recipe quick: 32]" in line(FMNISTConfig, "--width")
+    batch = line(CifarConfig, "--batch-size")
+    assert "[default: 128; recipe cifar10dvs: 32, ncaltech101: 32, dvsgesture: 32]" in batch
+    assert "recipe" not in line(CifarConfig, "--epochs")  # every recipe keeps the default

@@ -53,6 +53,8 @@ class ConfigRules:
     # Fields a resumed run may change freely (beyond RESUME_FREE below and the SCHEDULE settings); each class of the
     # hierarchy names its own, and they add up.
     RESUME_FREE: ClassVar[tuple[str, ...]] = ()
+    # The recipes that `recipe_name` can pick from flags alone; --help shows where each differs from the default.
+    FLAG_RECIPES: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
@@ -184,17 +186,37 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
+def _default_text(default: Any, by_recipe: dict[str, Any]) -> str:
+    """' [default: 128; recipe cifar10dvs: 32, ...]' for --help, or '' when there is nothing to say."""
+    parts = ([] if default is None else [f"default: {default}"]) + [
+        "recipe " + ", ".join(f"{name}: {value}" for name, value in by_recipe.items())] * bool(by_recipe)
+    return f" [{'; '.join(parts)}]" if parts else ""
+
+
+def _flag_recipes(cls: type[ConfigRules]) -> dict[str, dict[str, Any]]:
+    """The values of each recipe that flags can pick (a missing file is reported when it is picked, not here)."""
+    recipes = {}
+    for name in cls.FLAG_RECIPES:
+        try:
+            recipes[name] = recipe_values(cls, name)
+        except UserError:
+            continue
+    return recipes
+
+
 def build_parser(cls: type[ConfigRules], prog: str | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
     hints = typing.get_type_hints(cls)
+    recipes = _flag_recipes(cls)
     for f in dataclasses.fields(cls):
         if f.name in cls.UNUSED:
             continue
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        text = f.metadata.get("help", "") + ("" if default is None else f" [default: {default}]")
-        text = text.replace("%", "%%")
+        by_recipe = {name: values[f.name] for name, values in recipes.items()  # not the field that picks the recipe
+                     if values.get(f.name, default) not in (default, name)}
+        text = (f.metadata.get("help", "") + _default_text(default, by_recipe)).replace("%", "%%")
         kwargs = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)

@@ -55,6 +55,7 @@ class CifarConfig(OutputConfig):
     split_by: str = arg("number", "how spikingjelly integrates events into T frames", choices=("number", "time"))
 
     RECIPES = RECIPES
+    FLAG_RECIPES = DATASETS
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:

@@ -32,6 +32,7 @@ class FMNISTConfig(OutputConfig):
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
     RECIPES = RECIPES
+    FLAG_RECIPES = ("quick",)
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:

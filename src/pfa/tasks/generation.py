@@ -64,6 +64,7 @@ class GenerationConfig(OutputConfig):
     scheduler: str = arg("none", "learning-rate schedule, stepped once per epoch", choices=("cosine", "step", "none"))
 
     RECIPES = RECIPES
+    FLAG_RECIPES = tuple(CHANNELS)
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:

@@ -8,6 +8,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, surrogate
 from spikingjelly.activation_based import neuron as sj_neuron
 
+import pfa._lif_cpu as lif_cpu
 import pfa._native as native
 from pfa.fast_layers import Dropout, MaxPool2d, SpikingMaxPool2d
 from pfa.neuron import LIF
@@ -187,3 +188,17 @@ def test_the_neuron_then_the_pooling_where_the_fused_loops_do_not_apply(case):
     assert type(y.grad_fn).__name__ != "CpuMultiStepLIFPoolBackward"
     functional.reset_net(layer_)
     assert torch.equal(y, layer.SeqToANNContainer(nn.MaxPool2d(2))(neuron(x)))
+
+
+@needs_compiler
+def test_without_gradients_the_fused_forward_keeps_nothing_and_gives_the_same_spikes(monkeypatch):
+    calls, fused_apply = [], lif_cpu.CpuMultiStepLIFPool.apply
+    monkeypatch.setattr(lif_cpu.CpuMultiStepLIFPool, "apply", lambda *args: calls.append(1) or fused_apply(*args))
+    torch.manual_seed(0)
+    x = channels_last_steps(torch.randn(4, 5, 6, 8, 10) + 0.7)
+    fused, reference = SpikingMaxPool2d(LIF(detach_reset=False)), unfused({"detach_reset": False})
+    with torch.no_grad():
+        outputs = [(layer_(x), layer_(x)) for layer_ in (fused, reference)]
+    assert len(calls) == 2 and outputs[0][0].grad_fn is None
+    assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
+    assert torch.equal(fused.neuron.v, reference[0].v)

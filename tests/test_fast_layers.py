@@ -202,3 +202,16 @@ def test_without_gradients_the_fused_forward_keeps_nothing_and_gives_the_same_sp
     assert len(calls) == 2 and outputs[0][0].grad_fn is None
     assert all(torch.equal(a, b) for a, b in zip(*outputs, strict=True))
     assert torch.equal(fused.neuron.v, reference[0].v)
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_half_precision_maps_are_pooled_in_their_dtype_with_a_float32_membrane(dtype):
+    torch.manual_seed(0)
+    x = channels_last_steps(torch.randn(4, 3, 6, 8, 8) + 0.7).to(dtype)
+    fused = SpikingMaxPool2d(LIF(detach_reset=False))
+    ours, reference = pooled_spikes(fused, x), pooled_spikes(unfused({"detach_reset": False}, backend="cpu"), x)
+    assert all(torch.equal(a, b) for a, b in zip(ours, reference, strict=True))
+    fused.neuron.reset()
+    assert type(fused(x.clone().requires_grad_()).grad_fn).__name__ == "CpuMultiStepLIFPoolBackward"
+    assert ours[0].dtype == ours[-1].dtype == dtype and ours[2].dtype == torch.float32

@@ -71,6 +71,18 @@ def test_the_library_is_built_once_into_the_cache(fresh_build):
     assert built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
 
 
+def test_a_compiler_that_refuses_march_native_builds_without_it(fresh_build, monkeypatch):
+    compiler = fresh_build / "cc-without-native"
+    compiler.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -march=native ] && exit 1; done\n'
+                        f'echo "$@" >> {fresh_build}/calls\nexec {" ".join(native._compiler())} "$@"\n')
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    x = torch.randn(4, 3, 50) + 0.8
+    assert torch.equal(LIF(backend="cpu")(x), LIF(backend="torch")(x))
+    [call] = (fresh_build / "calls").read_text().splitlines()
+    assert "-O3" in call and "-march=native" not in call
+
+
 def test_without_a_compiler_auto_warns_once_and_uses_torch_and_cpu_says_what_to_do(fresh_build, monkeypatch):
     monkeypatch.setenv("CC", str(fresh_build / "no-such-cc"))
     x = torch.randn(4, 3, 5) + 0.8

@@ -26,7 +26,7 @@ import torch
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("_lif_cpu.c", "_pool_cpu.c"))
 HEADERS = (Path(__file__).with_name("_pool_cpu.h"),)
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as torch's kernels
-NATIVE = ("-march=native",)  # this CPU's vector width (10-25 % faster loops); dropped where the compiler refuses it
+NATIVE = ("-march=native",)  # this CPU's vector width (fused loops 1.04-1.42x faster); dropped where refused
 MIN_PER_THREAD = 1 << 15  # fewer elements per thread than this run on one thread
 
 

@@ -55,6 +55,7 @@ CONFIGS = {
     "fmnist-quick": BenchConfig(lambda *parts: FashionMNISTNet(4, 32, 4, "pfa", 0.3, *parts), (1, 28, 28), 10, 64),
 }
 
+
 @dataclass
 class Variant:
     parts: tuple  # the builder's (neuron factory, PFA factory, channels_last)

@@ -52,6 +52,12 @@ def repeated_input(x_seq: torch.Tensor) -> torch.Tensor | None:
     return base if base.storage_offset() == x_seq.storage_offset() else None
 
 
+def call_input(x_seq: torch.Tensor) -> tuple[torch.Tensor, int | None]:
+    """The Functions' input for x_seq: (its one step, T) when x_seq repeats it over T, else (x_seq, None)."""
+    repeated = repeated_input(x_seq)
+    return (x_seq, None) if repeated is None else (repeated, len(x_seq))
+
+
 def _memory_order_inputs(x, v0, repeat):
     """x (or, with `repeat`, its one step) and a float32 copy of v0, permuted to memory order; the order; T."""
     x_seq = x.unsqueeze(0).expand(repeat, *x.shape) if repeat else x

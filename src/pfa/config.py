@@ -188,8 +188,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _default_text(default: Any, by_recipe: dict[str, Any]) -> str:
     """' [default: 128; recipe cifar10dvs: 32, ...]' for --help, or '' when there is nothing to say."""
-    parts = ([] if default is None else [f"default: {default}"]) + [
-        "recipe " + ", ".join(f"{name}: {value}" for name, value in by_recipe.items())] * bool(by_recipe)
+    parts = [] if default is None else [f"default: {default}"]
+    if by_recipe:
+        parts.append("recipe " + ", ".join(f"{name}: {value}" for name, value in by_recipe.items()))
     return f" [{'; '.join(parts)}]" if parts else ""
 
 

@@ -165,9 +165,9 @@ class LIF(base.MemoryModule):
             )
         v0 = self._initial_state(x_seq)
         function = self._function(x_seq, v0)
-        repeated = _lif_cpu.repeated_input(x_seq) if function is _lif_cpu.CpuMultiStepLIF else None
-        if repeated is not None:
-            spikes, v, v_seq = function.apply(repeated, v0, self.params, self.store_v_seq, len(x_seq))
+        if function is _lif_cpu.CpuMultiStepLIF:
+            x, repeat = _lif_cpu.call_input(x_seq)
+            spikes, v, v_seq = function.apply(x, v0, self.params, self.store_v_seq, repeat)
         else:
             spikes, v, v_seq = function.apply(x_seq, v0, self.params, self.store_v_seq)
         self.v = v
@@ -185,9 +185,8 @@ class LIF(base.MemoryModule):
         v0 = self._initial_state(x_seq)
         if self._function(x_seq, v0) is not _lif_cpu.CpuMultiStepLIF or not _lif_cpu.poolable(x_seq, v0):
             return None
-        repeated = _lif_cpu.repeated_input(x_seq)
-        args = (x_seq, v0, self.params) if repeated is None else (repeated, v0, self.params, len(x_seq))
-        pooled, self.v = _lif_cpu.CpuMultiStepLIFPool.apply(*args)
+        x, repeat = _lif_cpu.call_input(x_seq)
+        pooled, self.v = _lif_cpu.CpuMultiStepLIFPool.apply(x, v0, self.params, repeat)
         self.v_seq = None
         return pooled
 

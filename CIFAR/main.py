@@ -1,6 +1,7 @@
-"""Spiking VGG / ResNet with PFA on CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100 (pfa.tasks.cifar).
+"""Spiking VGG / ResNet with PFA on CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100:
+`python -m pfa.train cifar` (pfa.tasks.cifar).
 
-    python CIFAR/main.py --dataset cifar10dvs --data-dir data/CIFAR10DVS            # recipe: CIFAR/configs/*.yaml
+    python CIFAR/main.py --dataset cifar10dvs --data-dir data/CIFAR10DVS       # recipe: pfa/recipes/cifar/*.yaml
     python CIFAR/main.py --dataset dvsgesture --data-dir data/DVSGesture --attention ma
     torchrun --standalone --nproc_per_node 4 CIFAR/main.py --dataset cifar10 --data-dir data/cifar
     python CIFAR/main.py --dataset cifar10dvs --data-dir data/CIFAR10DVS --eval-only --report \\
@@ -12,15 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
-from pfa.cli import guarded  # noqa: E402
-from pfa.config import parse_config  # noqa: E402
-from pfa.tasks.cifar import CifarConfig, train  # noqa: E402
+from pfa.train import task_command  # noqa: E402
 
-
-@guarded
-def main(argv: list[str] | None = None) -> dict:
-    return train(parse_config(CifarConfig, argv, prog="CIFAR/main.py"))
-
+main = task_command("cifar", prog="CIFAR/main.py")
 
 if __name__ == "__main__":
     main()

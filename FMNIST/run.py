@@ -1,4 +1,4 @@
-"""Fashion-MNIST with the reference spiking CNN and PFA (pfa.tasks.fmnist).
+"""Fashion-MNIST with the reference spiking CNN and PFA: `python -m pfa.train fmnist` (pfa.tasks.fmnist).
 
     python FMNIST/run.py --quick                              # CPU recipe: minutes, about 90 % on the full test set
     python FMNIST/run.py --device cuda                        # the reference recipe: width 128, 200 epochs
@@ -11,15 +11,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
-from pfa.cli import guarded  # noqa: E402
-from pfa.config import parse_config  # noqa: E402
-from pfa.tasks.fmnist import FMNISTConfig, train  # noqa: E402
+from pfa.train import task_command  # noqa: E402
 
-
-@guarded
-def main(argv: list[str] | None = None) -> dict:
-    return train(parse_config(FMNISTConfig, argv, prog="FMNIST/run.py"))
-
+main = task_command("fmnist", prog="FMNIST/run.py")
 
 if __name__ == "__main__":
     main()

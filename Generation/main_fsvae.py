@@ -1,7 +1,7 @@
-"""Spiking image generation: FSVAE with PFA on its input spikes, plain FSVAE, or the ANN VAE baseline
-(pfa.tasks.generation).
+"""Spiking image generation: FSVAE with PFA on its input spikes, plain FSVAE, or the ANN VAE baseline:
+`python -m pfa.train generation` (pfa.tasks.generation).
 
-    python Generation/main_fsvae.py --dataset fashion                      # FSVAE + PFA, recipe Generation/configs
+    python Generation/main_fsvae.py --dataset fashion                      # FSVAE + PFA, recipe pfa/recipes/generation
     python Generation/main_fsvae.py --dataset fashion --attention none
     python Generation/main_fsvae.py --dataset fashion --model ann-vae --attention none
     python Generation/main_fsvae.py --dataset fashion --device cpu --epochs 2 \\
@@ -16,15 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # runnable from a checkout without installing
 
-from pfa.cli import guarded  # noqa: E402
-from pfa.config import parse_config  # noqa: E402
-from pfa.tasks.generation import GenerationConfig, train  # noqa: E402
+from pfa.train import task_command  # noqa: E402
 
-
-@guarded
-def main(argv: list[str] | None = None) -> dict:
-    return train(parse_config(GenerationConfig, argv, prog="Generation/main_fsvae.py"))
-
+main = task_command("generation", prog="Generation/main_fsvae.py")
 
 if __name__ == "__main__":
     main()

@@ -5,7 +5,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import neuron, surrogate
 
-from pfa.fast_layers import Dropout, MaxPool2d
+from pfa.lif.layers import Dropout, MaxPool2d
 
 
 class LoopPFA(nn.Module):
@@ -43,7 +43,7 @@ def spikingjelly_lif(detach_reset: bool = True) -> nn.Module:
 
 
 def with_torch_layers(model: nn.Module) -> nn.Module:
-    """The model with torch's own max pooling and dropout in place of pfa.fast_layers' (same settings)."""
+    """The model with torch's own max pooling and dropout in place of pfa.lif.layers' (same settings)."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, MaxPool2d):

@@ -23,9 +23,9 @@ from spikingjelly.activation_based import functional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from pfa.attentions import attention_kinds  # noqa: E402
-from pfa.config import parse_config  # noqa: E402
-from pfa.losses import mse_rate_loss  # noqa: E402
+from pfa.attention.registry import attention_kinds  # noqa: E402
+from pfa.engine.config import parse_config  # noqa: E402
+from pfa.engine.losses import mse_rate_loss  # noqa: E402
 from pfa.tasks.cifar import IMAGE_DATASETS, CifarConfig, Data, build_model  # noqa: E402
 
 FRAMES = {"cifar10dvs": (128, 128, 10), "ncaltech101": (180, 240, 101), "dvsgesture": (128, 128, 11)}

@@ -19,8 +19,8 @@ from _baselines import spikingjelly_lif
 from _measure import parse_bench_args, saved_beyond
 from spikingjelly.activation_based import functional
 
-from pfa import _native
-from pfa.neuron import LIF, cupy_available
+from pfa.lif import native as _native
+from pfa.lif.neuron import LIF, cupy_available
 
 SHAPES = [(4, 64, 128, 28, 28), (4, 32, 64, 14, 14)]
 SJ_CUDA_IMPLEMENTATIONS = ("cuda", "triton", "torch")

@@ -1,7 +1,7 @@
 """A LIF layer and the 2x2 max pooling of its spikes, forward+backward: fused in our C loops against the same pair run
 one after the other, measured in one process (CPU, channels-last maps as the FMNIST network has them).
 
-fused    = pfa.fast_layers.SpikingMaxPool2d(LIF()): the full spikes are never stored;
+fused    = pfa.lif.layers.SpikingMaxPool2d(LIF()): the full spikes are never stored;
 unfused  = our LIF (C loops), then torch's MaxPool2d;
 sj       = spikingjelly 2's LIFNode (the reference's neuron), then torch's MaxPool2d;
 memory   = bytes saved for backward beyond the input, in units of the input's size.
@@ -19,8 +19,8 @@ from _measure import parse_bench_args, saved_beyond
 from bench_lif import stateful, time_fwd_bwd
 from spikingjelly.activation_based import layer
 
-from pfa.fast_layers import SpikingMaxPool2d
-from pfa.neuron import LIF
+from pfa.lif.layers import SpikingMaxPool2d
+from pfa.lif.neuron import LIF
 
 SHAPES = [(4, 64, 32, 28, 28), (4, 64, 128, 28, 28), (4, 64, 128, 14, 14)]  # FMNIST's layers at width 32 and 128
 

@@ -1,6 +1,6 @@
 """Training throughput of a network built from our parts vs the same network from the reference's parts.
 
-    ours:      pfa.neuron.LIF + pfa.PFA (batched composition, recomputed in backward) + pfa.fast_layers' pooling
+    ours:      pfa.lif.neuron.LIF + pfa.PFA (batched composition, recomputed in backward) + pfa.lif.layers' pooling
                and dropout, channels-last, and the optimiser as pfa's engine builds it (fused Adam)
     baseline:  spikingjelly's LIFNode + LoopPFA (the reference's algorithm: one full [N, T, C, H, W] tensor per rank)
                + torch's pooling and dropout, NCHW, torch's default Adam
@@ -35,11 +35,11 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "src"), str(Path(__fil
 
 from _baselines import LoopPFA, spikingjelly_lif, with_torch_layers  # noqa: E402
 
-from pfa import _native  # noqa: E402
-from pfa.config import TrainConfig  # noqa: E402
-from pfa.losses import mse_rate_loss  # noqa: E402
+from pfa.engine.config import TrainConfig  # noqa: E402
+from pfa.engine.losses import mse_rate_loss  # noqa: E402
+from pfa.engine.state import build_optimizer  # noqa: E402
+from pfa.lif import native as _native  # noqa: E402
 from pfa.models.fmnist import FashionMNISTNet  # noqa: E402
-from pfa.training_state import build_optimizer  # noqa: E402
 
 
 @dataclass

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import pfa._native as native
+import pfa.lif.native as native
 
 
 def pytest_collection_modifyitems(config, items):

@@ -71,7 +71,7 @@ def fsvae_lif(x):
 
 def dropout(x, p):
     """Dropout's law, keep with probability 1 - p and scale by 1 / (1 - p), drawn from a uniform number per element
-    (as pfa.fast_layers.Dropout draws it, so that a shared seed gives both sides the same mask)."""
+    (as pfa.lif.layers.Dropout draws it, so that a shared seed gives both sides the same mask)."""
     return x * (torch.rand_like(x) >= p) / (1 - p)
 
 

@@ -1,4 +1,4 @@
-"""pfa.attach on spikingjelly's model zoo and on our networks: positions, training, reset, state dicts, errors,
+"""attach on spikingjelly's model zoo and on our networks: positions, training, reset, state dicts, errors,
 torch.compile and DDP."""
 
 import io
@@ -11,10 +11,10 @@ from spikingjelly.activation_based import functional, layer, neuron, surrogate
 from spikingjelly.activation_based.model import sew_resnet, spiking_resnet, spiking_vgg
 
 import pfa
-from pfa.attach import Attached
-from pfa.attentions import is_attention
+from pfa.attention.attach import Attached
+from pfa.attention.registry import is_attention
+from pfa.engine.losses import mse_rate_loss
 from pfa.errors import UserError
-from pfa.losses import mse_rate_loss
 from pfa.models.fmnist import FashionMNISTNet
 from pfa.models.vgg import SpikingVGG
 
@@ -89,7 +89,7 @@ def test_zoo_sew_resnet_and_vgg_get_attention_after_their_conv_neurons(build, ne
     net = build()
     functional.set_step_mode(net, "m")
     names = pfa.attach(net, frames(), kind="tcja")
-    assert len(names) == neurons and all(isinstance(net.get_submodule(n), pfa.tcja.TCJA) for n in names)
+    assert len(names) == neurons and all(isinstance(net.get_submodule(n), pfa.TCJA) for n in names)
     with torch.no_grad():
         assert net(frames(1)).shape == (T, N, 10)
 
@@ -118,7 +118,7 @@ def test_after_takes_a_list_of_names_or_a_predicate():
     assert names == ["layer4.0.sn1.attention", "layer4.0.sn2.attention", "layer4.1.sn1.attention",
                      "layer4.1.sn2.attention"]
     assert net.layer4[0].sn1.attention.C == 512
-    again = pfa.attach(net, frames(), kind="ma")  # a second call leaves neurons that have attention already alone
+    again = pfa.attach(net, frames(), kind="ma")  # leaves neurons with attention alone
     assert len(again) == 13 and not any(n.startswith("layer4") for n in again)
 
 

@@ -6,14 +6,14 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
-from pfa.attentions import attention_kinds, is_attention, make_attention, temporal_reduction
-from pfa.losses import mse_rate_loss
+from pfa.attention.registry import attention_kinds, is_attention, make_attention, temporal_reduction
+from pfa.attention.tcja import TCJA
+from pfa.engine.losses import mse_rate_loss
 from pfa.models.fmnist import FashionMNISTNet
 from pfa.models.fsvae import FSVAE
 from pfa.models.resnet import SpikingResNet
 from pfa.models.vgg import SpikingVGG
-from pfa.report import parameter_rows
-from pfa.tcja import TCJA
+from pfa.study.report import parameter_rows
 
 
 def spikes(*shape, seed=0) -> torch.Tensor:

@@ -75,13 +75,13 @@ def test_event_recordings_without_events_are_named(tmp_path, damage):
 
 def test_a_build_lock_from_another_host_is_refused_not_waited_for(tmp_path):
     samples.write_samples("cifar10dvs", tmp_path, per_class=1)
-    (tmp_path / ef.LOCK_NAME).write_text("otherhost 1\n")
-    with pytest.raises(UserError, match="being prepared by process 1 on otherhost .* which this host cannot check"):
+    (tmp_path / ef.LOCK_NAME).write_text('{"host": "otherhost", "pid": 1}')
+    with pytest.raises(UserError, match="being prepared by pid 1 on host otherhost, which this host cannot check"):
         nm.build_neuromorphic("cifar10dvs", tmp_path, 4, progress=False, wait=True)
 
 
 def test_generation_refuses_flags_it_does_not_use_and_a_folder_as_autoencoder(tmp_path):
-    from pfa.config import parse_config
+    from pfa.engine.config import parse_config
     from pfa.tasks.generation import GenerationConfig
 
     for argv, expected in ((["--loss", "ce"], "unrecognized arguments: --loss ce"),
@@ -93,7 +93,7 @@ def test_generation_refuses_flags_it_does_not_use_and_a_folder_as_autoencoder(tm
 
 
 def test_lif_refuses_a_threshold_at_the_reset():
-    from pfa.neuron import LIF
+    from pfa.lif.neuron import LIF
 
     with pytest.raises(ValueError, match="v_threshold must be above v_reset"):
         LIF(v_threshold=0.0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
+from pfa.engine.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
 from pfa.errors import UserError
 
 

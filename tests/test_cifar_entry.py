@@ -14,11 +14,12 @@ import torch
 import yaml
 from run_outputs import FLAGS, check_outputs
 
-from pfa.attentions import attention_kinds
-from pfa.config import parse_config
+from pfa.attention.registry import attention_kinds
 from pfa.data import neuromorphic
 from pfa.data.samples import write_samples
+from pfa.engine.config import parse_config
 from pfa.errors import UserError
+from pfa.tasks import recipe_folder
 from pfa.tasks.cifar import DATASETS, EVENT_DATASETS, CifarConfig, Data, model_arguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -158,11 +159,11 @@ def test_one_epoch_on_tiny_cifar(dataset, arch, tmp_path):
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_dataset_picks_its_recipe_file(dataset):
-    recipe = yaml.safe_load((REPO / "CIFAR" / "configs" / f"{dataset}.yaml").read_text())
+    recipe = yaml.safe_load((recipe_folder("cifar") / f"{dataset}.yaml").read_text())
     cfg = parse_config(CifarConfig, ["--dataset", dataset]).to_dict()
     recipe.pop("amp")  # a recipe's mixed precision applies on CUDA only; on this CPU it resolves to "none"
     assert {k: cfg[k] for k in recipe} == recipe and cfg["amp"] == "none"
-    from_file = parse_config(CifarConfig, ["--config", str(REPO / "CIFAR" / "configs" / f"{dataset}.yaml")])
+    from_file = parse_config(CifarConfig, ["--config", str(recipe_folder("cifar") / f"{dataset}.yaml")])
     assert {**from_file.to_dict(), "config": None} == cfg
 
 

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from pfa.checkpoint import save_checkpoint
-from pfa.config import TrainConfig, arg, build_parser, parse_config, save_config
+from pfa.engine.checkpoint import save_checkpoint
+from pfa.engine.config import TrainConfig, arg, build_parser, parse_config, save_config
 from pfa.errors import UserError
 
 

@@ -17,9 +17,9 @@ import pytest
 import torch
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-from pfa import _cupy_lif
-from pfa._lif_torch import _MultiStepLIF
-from pfa.neuron import LIF, cupy_available
+from pfa.lif import cupy_backend as _cupy_lif
+from pfa.lif.neuron import LIF, cupy_available
+from pfa.lif.torch_backend import _MultiStepLIF
 
 
 def _nvrtc_candidates() -> list[str]:

@@ -11,12 +11,12 @@ import yaml
 from spikingjelly.activation_based import layer, neuron, surrogate
 from torch.utils.data import TensorDataset
 
-from pfa.checkpoint import save_checkpoint
-from pfa.config import TrainConfig
 from pfa.data.subsets import fixed_subset
-from pfa.engine import ClassificationTask, Run, build_optimizer, fit
+from pfa.engine.checkpoint import save_checkpoint
+from pfa.engine.config import TrainConfig
+from pfa.engine.loop import ClassificationTask, Run, build_optimizer, fit
+from pfa.engine.losses import classification_loss
 from pfa.errors import UserError
-from pfa.losses import classification_loss
 
 
 class TinySpikingNet(nn.Module):

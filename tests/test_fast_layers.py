@@ -1,4 +1,4 @@
-"""pfa.fast_layers: the C max pooling gives torch's output and gradient exactly (ties, NaN, odd sizes, threads) and
+"""pfa.lif.layers: the C max pooling gives torch's output and gradient exactly (ties, NaN, odd sizes, threads) and
 defers to torch elsewhere; the LIF fused with pooling gives the unfused floats; the CPU dropout has dropout's law,
 scaling and gradient."""
 
@@ -8,10 +8,10 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer, surrogate
 from spikingjelly.activation_based import neuron as sj_neuron
 
-import pfa._lif_cpu as lif_cpu
-import pfa._native as native
-from pfa.fast_layers import Dropout, MaxPool2d, SpikingMaxPool2d
-from pfa.neuron import LIF
+import pfa.lif.cpu_backend as lif_cpu
+import pfa.lif.native as native
+from pfa.lif.layers import Dropout, MaxPool2d, SpikingMaxPool2d
+from pfa.lif.neuron import LIF
 
 needs_compiler = pytest.mark.skipif(not native.available(), reason="no working C compiler here")
 

@@ -28,7 +28,8 @@ def command(*argv: str) -> list[str]:
 
 
 def environment(kill_at: str | None = None) -> dict[str, str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(Path(__file__).parent / "fault_injection")])}
     env.pop("PFA_TEST_KILL_AT", None)
     return env | ({"PFA_TEST_KILL_AT": kill_at} if kill_at else {})
 

@@ -8,14 +8,15 @@ import pytest
 from spikingjelly.datasets import split_to_train_test_set
 from torchvision.datasets import DatasetFolder
 
-from pfa.attention import PFA
-from pfa.config import parse_config
+from pfa.attention.projected_full import PFA
 from pfa.data import neuromorphic as nm
 from pfa.data import samples
+from pfa.engine.config import parse_config
 from pfa.errors import UserError
+from pfa.tasks import recipe_folder
 from pfa.tasks.cifar import CifarConfig, Data, build_model
 
-CONFIGS = Path(__file__).parents[1] / "CIFAR" / "configs"
+CONFIGS = recipe_folder("cifar")
 
 
 def spikingjelly_split(folder: Path) -> dict:

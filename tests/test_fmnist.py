@@ -14,10 +14,11 @@ from PIL import Image
 from run_outputs import FLAGS, check_outputs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from pfa.attentions import attention_kinds
-from pfa.config import parse_config
+from pfa.attention.registry import attention_kinds
 from pfa.data.fashion_mnist import DEBIAN_DIR, load_fashion_mnist
+from pfa.engine.config import parse_config
 from pfa.errors import UserError
+from pfa.tasks import recipe_folder
 from pfa.tasks.fmnist import FMNISTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_attention_pictures_report_and_curves(trained):
     assert len(report["spike_rates"]) == 4 and sum(r["rate"] for r in report["spike_rates"]) > 0  # the 4 LIF layers
     pictures = sorted((out / "attention").iterdir())
     assert [p.name for p in pictures] == ["test00000.png", "test00001.png"]
-    # pfa.visualize's figure: 2.1 in per column, 2 + max(T, R) = 6 columns, 4.8 in high, at 100 dpi.
+    # pfa.attention.pictures's figure: 2.1 in per column, 2 + max(T, R) = 6 columns, 4.8 in high, at 100 dpi.
     for picture in pictures:
         with Image.open(picture) as image:
             assert image.size == (1260, 480) and image.format == "PNG"
@@ -195,7 +196,7 @@ def test_quick_recipe_changes_only_what_its_file_says(capsys):
     quick = parse_config(FMNISTConfig, ["--quick"])
     full = parse_config(FMNISTConfig, [])
     changed = {k for k, v in quick.to_dict().items() if full.to_dict()[k] != v}
-    assert changed == {"quick", *yaml.safe_load((ROOT / "FMNIST/configs/quick.yaml").read_text())}
+    assert changed == {"quick", *yaml.safe_load((recipe_folder("fmnist") / "quick.yaml").read_text())}
     assert parse_config(FMNISTConfig, ["--quick", "--epochs", "1"]).epochs == 1
 
 

@@ -4,7 +4,7 @@ floats, and checkpoints written with the earlier layout (pooling inside features
 import torch
 from spikingjelly.activation_based import functional
 
-from pfa.fast_layers import SpikingMaxPool2d
+from pfa.lif.layers import SpikingMaxPool2d
 from pfa.models.fmnist import FashionMNISTNet
 
 

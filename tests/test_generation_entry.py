@@ -10,9 +10,11 @@ from PIL import Image
 from run_outputs import FLAGS, check_outputs
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from pfa.tasks import recipe_folder
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
-    "--config", str(ROOT / "Generation/configs/fashion.yaml"), "--device", "cpu", "--workers", "0",
+    "--config", str(recipe_folder("generation") / "fashion.yaml"), "--device", "cpu", "--workers", "0",
     "--time-steps", "2", "--k", "4", "--latent-dim", "16", "--rank", "4", "--batch-size", "16", "--images", "16",
 ]  # fmt: skip
 

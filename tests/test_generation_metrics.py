@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from pfa.data.images import load_generation_data
 from pfa.data.subsets import fixed_subset
 from pfa.errors import UserError
-from pfa.sample_metrics import (
+from pfa.tasks.generation_metrics import (
     INCEPTION_WEIGHTS_NAME,
     AutoencoderFID,
     feature_statistics,

@@ -6,10 +6,10 @@ import itertools
 import pytest
 import torch
 
-import pfa._lif_cpu as lif_cpu
-import pfa._native as native
+import pfa.lif.cpu_backend as lif_cpu
+import pfa.lif.native as native
 from pfa.errors import UserError
-from pfa.neuron import LIF
+from pfa.lif.neuron import LIF
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="no working C compiler here")
 

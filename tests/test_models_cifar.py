@@ -8,7 +8,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional, layer
 
 from pfa import PFA
-from pfa.attentions import make_attention
+from pfa.attention.registry import make_attention
 from pfa.models.resnet import SpikingResNet
 from pfa.models.vgg import SpikingVGG
 

@@ -1,5 +1,6 @@
 """Event datasets end to end: sample recordings → spikingjelly's loaders → frames, splits, and every user mistake."""
 
+import json
 import os
 import shutil
 import socket
@@ -13,6 +14,7 @@ from pfa.data import event_frames as ef
 from pfa.data import neuromorphic as nm
 from pfa.data import samples
 from pfa.errors import UserError
+from pfa.files import FolderLock
 
 T = 4
 
@@ -228,27 +230,27 @@ def test_a_marker_left_by_a_dead_pfa_build_is_cleaned_up(cifar10dvs):
     folder.mkdir()
     (folder / "half_written.npz").write_bytes(b"")
     folder.with_name(folder.name + ".building").touch()
-    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {_dead_pid()}\n")
+    (cifar10dvs / ef.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": _dead_pid()}))
     data = nm.build_neuromorphic("cifar10dvs", cifar10dvs, 6, progress=False)
     assert len(data.train) + len(data.test) == 30 and not (folder / "half_written.npz").exists()
     assert not folder.with_name(folder.name + ".building").exists() and not (cifar10dvs / ef.LOCK_NAME).exists()
 
 
 def test_a_live_build_is_not_disturbed(cifar10dvs):
-    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
-    with pytest.raises(UserError, match=f"being prepared by process {os.getppid()}"):
+    (cifar10dvs / ef.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
+    with pytest.raises(UserError, match=rf"being prepared by a running process \(pid {os.getppid()}\)"):
         nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False, wait=False)
     assert (cifar10dvs / ef.LOCK_NAME).exists() and not (cifar10dvs / "events_np").exists()
 
 
 def test_a_second_process_waits_for_the_builder_then_uses_its_frames(cifar10dvs, monkeypatch, capsys):
-    monkeypatch.setattr(ef, "LOCK_POLL_S", 0.05)
-    (cifar10dvs / ef.LOCK_NAME).write_text(f"{socket.gethostname()} {os.getppid()}\n")
+    monkeypatch.setattr(FolderLock, "POLL_S", 0.05)
+    (cifar10dvs / ef.LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
     builder = threading.Timer(0.3, (cifar10dvs / ef.LOCK_NAME).unlink)  # the other process finishes
     builder.start()
     data = nm.build_neuromorphic("cifar10dvs", cifar10dvs, T, progress=False)
     builder.join()
-    assert len(data.train) == 20 and f"waiting for process {os.getppid()}" in capsys.readouterr().err
+    assert len(data.train) == 20 and f"waiting for pid {os.getppid()}" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -1,4 +1,4 @@
-"""pfa.neuron.LIF against spikingjelly 2's LIFNode and against a step-by-step FSVAE neuron written here."""
+"""pfa.lif.neuron.LIF against spikingjelly 2's LIFNode and against a step-by-step FSVAE neuron written here."""
 
 import math
 import sys
@@ -10,10 +10,10 @@ import torch.nn as nn
 from reference_snn import fsvae_lif_steps
 from spikingjelly.activation_based import functional, neuron, surrogate
 
-import pfa._lif_torch
-import pfa._native
+import pfa.lif.native
+import pfa.lif.torch_backend
 from pfa.errors import UserError
-from pfa.neuron import LIF, cupy_available
+from pfa.lif.neuron import LIF, cupy_available
 
 BACKENDS = ["torch", "cpu"] + (["cupy"] if cupy_available() else [])
 DEVICE = {"torch": "cpu", "cpu": "cpu", "cupy": "cuda"}
@@ -31,8 +31,8 @@ CONFIGS = {
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
     """Small CPU chunks and thread spans, so that these small tensors still cross their boundaries."""
-    monkeypatch.setattr(pfa._lif_torch, "CPU_CHUNK", 256)
-    monkeypatch.setattr(pfa._native, "MIN_PER_THREAD", 64)
+    monkeypatch.setattr(pfa.lif.torch_backend, "CPU_CHUNK", 256)
+    monkeypatch.setattr(pfa.lif.native, "MIN_PER_THREAD", 64)
 
 
 def spikingjelly_lif(alpha=2.0, **config):

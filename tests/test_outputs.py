@@ -1,4 +1,4 @@
-"""pfa.outputs: every entry point offers --report and --save-attention alike, refuses bad values with one line before
+"""Run outputs: every entry point offers --report and --save-attention alike, refuses bad values with one line before
 any work, and lets a resumed run change them."""
 
 import importlib.util
@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import Subset, TensorDataset
 
-from pfa.checkpoint import save_checkpoint
-from pfa.config import build_parser, parse_config
+from pfa.engine.checkpoint import save_checkpoint
+from pfa.engine.config import build_parser, parse_config
 from pfa.errors import UserError
-from pfa.outputs import dataset_classes
 from pfa.tasks.cifar import CifarConfig
 from pfa.tasks.fmnist import FMNISTConfig
 from pfa.tasks.generation import GenerationConfig
+from pfa.tasks.outputs import dataset_classes
 
 ROOT = Path(__file__).resolve().parents[1]
 ENTRIES = {  # script, its config class, the arguments any run of it needs

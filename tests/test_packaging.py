@@ -25,14 +25,6 @@ def test_requirements_txt_agrees_with_pyproject():
     assert project["optional-dependencies"]["cuda13"] == ["cupy-cuda13x"]
 
 
-def test_the_package_ships_every_c_source_that_native_compiles():
-    from pfa._native import HEADERS, SOURCES
-
-    shipped = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["pfa"]
-    assert sorted(shipped) == sorted(path.name for path in (*SOURCES, *HEADERS)) == sorted(
-        path.name for path in (ROOT / "src/pfa").glob("*.[ch]"))
-
-
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_same_test_command():
     first_block = (ROOT / "README.md").read_text().split("```")[1]
     commands = [line.split("#")[0].strip() for line in first_block.splitlines()[1:] if line.split("#")[0].strip()]

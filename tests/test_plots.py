@@ -1,10 +1,10 @@
-"""pfa.plots: figures from a run's history and from a --report JSON, through the command line."""
+"""pfa.study.plots: figures from a run's history and from a --report JSON, through the command line."""
 
 import json
 
 import pytest
 
-from pfa import plots
+from pfa.study import plots
 
 
 def _png(path) -> bool:

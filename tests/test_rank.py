@@ -1,4 +1,4 @@
-"""pfa.rank: CP rank advice recovers known ranks, records the right positions, and its CLI reads FMNIST and CIFAR
+"""pfa.study.rank: CP rank advice recovers known ranks, records the right positions, and its CLI reads FMNIST and CIFAR
 checkpoints, writes rank.json and the plot, and refuses bad input with one line."""
 
 import json
@@ -9,12 +9,15 @@ import torch
 from test_cifar_entry import TINY, write_tiny_cifar
 from test_cifar_entry import run as cifar_run
 from test_fmnist import run_py
+from test_generation_entry import TINY as GENERATION_TINY
+from test_generation_entry import main as generation_run
 from torch.utils.data import DataLoader, TensorDataset
 
 from pfa import rank
 from pfa.data.fashion_mnist import DEBIAN_DIR
 from pfa.errors import UserError
 from pfa.models.fmnist import FashionMNISTNet
+from pfa.study import rank as advice_tools
 
 needs_fmnist = pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist package")
 
@@ -29,7 +32,7 @@ def kruskal(rank_: int, T=4, C=6, H=5, W=7, seed=0) -> torch.Tensor:
 @pytest.mark.parametrize("true_rank", [1, 3])
 def test_recovers_the_rank_of_a_known_kruskal_tensor(true_rank):
     samples = torch.stack([kruskal(true_rank, seed=s) for s in range(2)] + [torch.zeros(4, 6, 5, 7)])
-    advice = rank.position_advice("x", samples, max_rank=5, target_fit=0.99)
+    advice = advice_tools.position_advice("x", samples, max_rank=5, target_fit=0.99)
     assert advice["recommended_rank"] == true_rank
     assert advice["shape"] == [4, 6, 5, 7] and advice["samples"] == 2 and advice["silent"] == 1
     assert advice["errors"][str(true_rank)] < 1e-3
@@ -40,7 +43,7 @@ def test_recovers_the_rank_of_a_known_kruskal_tensor(true_rank):
 def test_cp_errors_are_relative_frobenius_errors():
     x = kruskal(2).reshape(4, 6, 35).numpy()
     noisy = x + 0.05 * np.random.default_rng(1).standard_normal(x.shape)
-    errors = rank.cp_errors(noisy, 3)
+    errors = advice_tools.cp_errors(noisy, 3)
     assert errors[0] > errors[1] and 0 < errors[1] < 1
     # rank 2 leaves roughly the noise: its norm over the tensor's
     assert errors[1] == pytest.approx(np.linalg.norm(noisy - x) / np.linalg.norm(noisy), rel=0.1)
@@ -54,15 +57,15 @@ def loader(n=5, batch=2):
 def test_positions_are_the_attention_inputs_or_else_the_neurons_attach_would_use():
     torch.manual_seed(0)
     model = FashionMNISTNet(T=3, width=4, rank=2, attention="pfa", dropout=0.0)
-    recorded = rank.record_positions(model, loader(), samples=3)
+    recorded = advice_tools.record_positions(model, loader(), samples=3)
     assert list(recorded) == ["features.2"] and recorded["features.2"].shape == (3, 3, 4, 14, 14)
     seen = []
     model.features[2].register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].transpose(0, 1)))
-    recorded = rank.record_positions(model, loader(), samples=3)
+    recorded = advice_tools.record_positions(model, loader(), samples=3)
     torch.testing.assert_close(recorded["features.2"], torch.cat(seen)[:3])
 
     plain = FashionMNISTNet(T=3, width=4, attention="none", dropout=0.0)
-    advice = rank.rank_advice(plain, loader(), samples=4, max_rank=2)
+    advice = advice_tools.rank_advice(plain, loader(), samples=4, max_rank=2)
     assert [p["name"] for p in advice["positions"]] == ["features.0.neuron", "features.3.neuron"]  # not the FC ones
     assert [p["shape"] for p in advice["positions"]] == [[3, 4, 28, 28], [3, 4, 14, 14]]
     assert advice["samples"] == 4 and set(advice["positions"][0]["errors"]) == {"1", "2"}
@@ -71,11 +74,11 @@ def test_positions_are_the_attention_inputs_or_else_the_neurons_attach_would_use
 def test_bad_positions_and_settings():
     model = FashionMNISTNet(T=2, width=4, attention="none", dropout=0.0)
     with pytest.raises(UserError, match="no module named 'features.9'"):
-        rank.rank_advice(model, loader(), samples=2, max_rank=1, positions=["features.9"])
+        advice_tools.rank_advice(model, loader(), samples=2, max_rank=1, positions=["features.9"])
     with pytest.raises(UserError, match=r"'classifier.2' must carry \[T, N, C, H, W\] tensors, got \[2, 2, 64\]"):
-        rank.rank_advice(model, loader(), samples=2, max_rank=1, positions=["classifier.2"])
+        advice_tools.rank_advice(model, loader(), samples=2, max_rank=1, positions=["classifier.2"])
     with pytest.raises(UserError, match="--target-fit must be in"):
-        rank.rank_advice(model, loader(), target_fit=0)
+        advice_tools.rank_advice(model, loader(), target_fit=0)
 
 
 def check_outputs(out, advice, positions):
@@ -127,11 +130,20 @@ def test_bad_inputs_give_one_line_and_exit_2(argv, message, capsys):
     assert len(err.splitlines()) == 1 and message in err
 
 
-def test_a_checkpoint_of_another_model_is_refused(tmp_path, capsys):
-    from pfa.checkpoint import save_checkpoint
+def test_a_checkpoint_of_no_known_task_is_refused(tmp_path, capsys):
+    from pfa.engine.checkpoint import save_checkpoint
 
-    save_checkpoint(tmp_path / "vae.pth", {"arch": "FSVAE(in_channels=1)", "signature": "0", "epoch": 1, "config": {},
-                                           "model": {}})
+    save_checkpoint(tmp_path / "net.pth", {"arch": "MyNet()", "signature": "0", "epoch": 1, "config": {}, "model": {}})
     with pytest.raises(SystemExit):
-        rank.main(["--checkpoint", str(tmp_path / "vae.pth")])
-    assert "holds FSVAE(in_channels=1)" in capsys.readouterr().err
+        rank.main(["--checkpoint", str(tmp_path / "net.pth")])
+    assert "holds MyNet() of no known task" in capsys.readouterr().err
+
+
+@needs_fmnist
+def test_cli_on_a_tiny_fsvae_checkpoint(tmp_path):
+    generation_run([*GENERATION_TINY, "--epochs", "1", "--train-samples", "32", "--test-samples", "16",
+                    "--fid-every", "0", "--out-dir", str(tmp_path / "run")])
+    out = tmp_path / "rank.json"
+    advice = rank.main(["--checkpoint", str(tmp_path / "run/checkpoint_latest.pth"), "--samples", "4",
+                        "--max-rank", "3", "--out", str(out), "--device", "cpu"])
+    check_outputs(out, advice, ["attention"])  # FSVAE's PFA on its input spikes

@@ -9,7 +9,7 @@ from spikingjelly.activation_based import layer
 
 from pfa import PFA
 from pfa.models.layers import spiking_neuron
-from pfa.report import format_report, model_report, save_report
+from pfa.study.report import format_report, model_report, save_report
 
 
 class TinyNet(nn.Module):

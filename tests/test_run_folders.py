@@ -9,9 +9,10 @@ import sys
 import pytest
 from test_engine import config, train
 
-from pfa import rundir
-from pfa.engine import Run
+from pfa.engine import rundir
+from pfa.engine.loop import Run
 from pfa.errors import UserError
+from pfa.files import process_start_time
 
 
 def _dead_pid() -> int:
@@ -26,7 +27,7 @@ def _lock(folder, **holder):
 
 
 def test_a_live_claim_is_refused_and_nothing_is_touched(tmp_path):
-    me = {"host": socket.gethostname(), "pid": os.getppid(), "started": rundir.process_start_time(os.getppid())}
+    me = {"host": socket.gethostname(), "pid": os.getppid(), "started": process_start_time(os.getppid())}
     _lock(tmp_path / "run", **me)
     with pytest.raises(UserError, match=rf"run is in use by a running process \(pid {os.getppid()}\); wait for it"):
         train(config(tmp_path))
@@ -48,14 +49,14 @@ def test_a_stale_claim_is_recovered(tmp_path, stale):
 
 def test_a_claim_from_another_host_says_how_to_clear_it(tmp_path):
     _lock(tmp_path / "run", host="elsewhere", pid=os.getpid(), started=None)
-    with pytest.raises(UserError, match=r"claimed by pid \d+ on host elsewhere, which this host cannot check; if that "
-                                        r"run has ended, delete .*run.lock and start again"):
+    with pytest.raises(UserError, match=r"in use by pid \d+ on host elsewhere, which this host cannot check; if that "
+                                        r"has ended, delete .*run.lock and start again"):
         train(config(tmp_path))
 
 
 def test_default_names_differ_for_runs_started_together(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    script = "from pfa import rundir; print(rundir.default_name())"
+    script = "from pfa.engine import rundir; print(rundir.default_name())"
     names = [subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
              for _ in range(2)]
     assert names[0] != names[1]

@@ -1,4 +1,4 @@
-"""pfa.sweep on a tiny real grid: folders, resume of an interrupted run, skip of finished ones, report, reproduction."""
+"""The sweep on a tiny real grid: folders, resume of an interrupted run, skip of finished ones, report, reproduction."""
 
 import csv
 import io
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pfa import sweep
-from pfa.sweep_report import COLUMNS
+from pfa.study import sweep
+from pfa.study.summary import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {

@@ -1,12 +1,19 @@
-"""pfa.visualize on the event VGG: any of its PFAs, event-frame inputs, colour bars, one scale per compared row; how
+"""Attention pictures of the event VGG: any PFA, event-frame inputs, colour bars, one scale per compared row; how
 inputs and labels are drawn."""
 
 import pytest
 import torch
 from PIL import Image
 
+from pfa.attention.pictures import (
+    MAX_SPATIAL,
+    attention_figure,
+    find_pfa,
+    input_picture,
+    label_name,
+    save_attention_figures,
+)
 from pfa.models.vgg import SpikingVGG
-from pfa.visualize import MAX_SPATIAL, attention_figure, find_pfa, input_picture, label_name, save_attention_figures
 
 
 @pytest.fixture(scope="module")

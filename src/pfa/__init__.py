@@ -1,8 +1,7 @@
 """pfa: Projected-full Attention for spiking neural networks."""
 
-from pfa.attach import attach
-from pfa.attention import PFA
-from pfa.neuron import LIF
+from pfa.attention import PFA, TCJA, attach, attention_kinds, make_attention
+from pfa.lif import LIF
 
-__all__ = ["LIF", "PFA", "attach"]
+__all__ = ["LIF", "PFA", "TCJA", "attach", "attention_kinds", "make_attention"]
 __version__ = "0.1.0"

@@ -9,10 +9,8 @@ Train/test splits and the datasets built on these frames live in ``pfa.data.neur
 
 import os
 import shutil
-import socket
 import sys
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +26,11 @@ from torchvision.datasets.utils import check_integrity, extract_archive
 from tqdm import tqdm
 
 from pfa.errors import UserError
+from pfa.files import FolderLock
 
 SPLITS = ("seeded", "reference")  # for datasets without an official split; see build_neuromorphic
 LOCK_NAME = ".pfa-build.lock"
-LOCK_POLL_S = 1.0
+BUSY_HINT = "wait for it to finish, or delete the lock if that process is gone"
 
 
 @dataclass(frozen=True)
@@ -157,66 +156,7 @@ def _extract_downloads(name: str, root: Path) -> None:
 # ---------------------------------------------------------------- building: lock, markers, progress, workers
 
 
-class _BuildLock:
-    """An exclusive ``root/.pfa-build.lock`` holding ``host pid``.
-
-    A lock left by a dead process of this host is taken over (``took_over``); while a live process holds it, wait for
-    it (``wait=True``, e.g. the other ranks of a distributed run) or raise ``UserError``.
-    """
-
-    def __init__(self, root: Path, wait: bool):
-        self.path, self.wait = root / LOCK_NAME, wait
-        self.took_over = False
-
-    def __enter__(self):
-        announced = False
-        while True:
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError as busy:
-                host, pid = self._owner()
-                if host == socket.gethostname() and pid is not None and not _alive(pid):
-                    self.path.unlink(missing_ok=True)
-                    self.took_over = True
-                    continue
-                owner = f"process {pid} on {host} (lock {self.path})"
-                if host not in (socket.gethostname(), "?"):  # another host or container: cannot tell if it lives
-                    raise UserError(f"{self.path.parent} is being prepared by {owner}, which this host cannot check; "
-                                    "if that build has ended, delete the lock and run again") from busy
-                if not self.wait:
-                    raise UserError(f"{self.path.parent} is being prepared by {owner}: wait for it to finish, or "
-                                    "delete the lock if that process is gone") from busy
-                if not announced:
-                    print(f"waiting for {owner} to finish preparing {self.path.parent}", file=sys.stderr)
-                    announced = True
-                time.sleep(LOCK_POLL_S)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()}\n")
-            return self
-
-    def _owner(self) -> tuple[str, int | None]:
-        try:
-            host, pid = self.path.read_text().split()
-            return host, int(pid)
-        except (OSError, ValueError):
-            return "?", None
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clear_marker(folder: Path, lock: _BuildLock) -> None:
+def _clear_marker(folder: Path, lock: FolderLock) -> None:
     """Remove a spikingjelly ``.building`` marker and its partial folder if our dead predecessor left them."""
     marker = folder.with_name(f"{folder.name}.building")
     if not marker.exists():
@@ -385,7 +325,7 @@ def prepare_frames(name: str, root, T: int, split_by: str = "number", workers: i
     markers = [p.with_name(f"{p.name}.building") for p in (events_np, folder)]
     if not folder.exists() or any(m.exists() for m in markers):
         workers = workers or os.cpu_count() or 1
-        with _BuildLock(root, wait) as lock:
+        with FolderLock(root, LOCK_NAME, "being prepared", BUSY_HINT, wait) as lock:
             _clear_marker(events_np, lock)
             _clear_marker(folder, lock)
             if not folder.exists():

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from pfa.data.event_frames import SPLITS, _spec, frame_size, prepare_frames
 from pfa.errors import UserError
-from pfa.runlog import write_json
+from pfa.files import write_json
 
 
 def split_per_class(files_by_class: dict[str, list[str]], test_fraction: float = 0.1, seed: int = 2022) -> dict:

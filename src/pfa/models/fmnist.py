@@ -4,9 +4,9 @@
     LIF -> maxpool -> conv w->w + BN -> attention -> LIF -> maxpool                   28 -> 14 -> 7
     dropout -> FC 49w -> 16w -> LIF -> dropout -> FC 16w -> 10 -> LIF                 (w = 128: 6272 -> 2048 -> 10)
 
-The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.losses' convention).
+The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.engine.losses' convention).
 As in the reference: PFA with fusion "add" and the unweighted sum of its R terms (weights "sum"), and neurons that do
-not detach their reset. Each max pooling runs fused with the neuron before it, and dropout is pfa.fast_layers' (the
+not detach their reset. Each max pooling runs fused with the neuron before it, and dropout is pfa.lif.layers' (the
 reference's numbers, faster on CPU; dropout draws its masks from another random stream).
 """
 
@@ -16,8 +16,8 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.attentions import make_attention
-from pfa.fast_layers import Dropout, SpikingMaxPool2d
+from pfa.attention.registry import make_attention
+from pfa.lif.layers import Dropout, SpikingMaxPool2d
 from pfa.models.layers import spiking_neuron, to_time_first
 
 NEURON = {"detach_reset": False}
@@ -42,8 +42,8 @@ def _load_unfused_layout(module, state_dict, prefix, *_):
 class FashionMNISTNet(nn.Module):
     """Args:
     T: time steps; width: channels of both convolutions (128 in the reference); rank: PFA's R;
-    attention: a kind of `pfa.attentions`; dropout: probability of both dropouts (0.7 in the reference);
-    neuron: factory of the multi-step spiking neuron (pfa.neuron.LIF without detached reset by default);
+    attention: a kind of `pfa.attention.registry`; dropout: probability of both dropouts (0.7 in the reference);
+    neuron: factory of the multi-step spiking neuron (pfa.lif.neuron.LIF without detached reset by default);
     make_pfa: factory (T, C, rank) -> PFA module, to swap in another implementation (the benchmark does);
     channels_last: keep the convolutions' weights and so every feature map channels-last (faster convolution and
     pooling on CPU; the LIF and PFA keep the layout). The same numbers up to rounding either way.

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from pfa.attentions import make_attention
+from pfa.attention.registry import make_attention
 from pfa.models.fsvae_layers import MembraneOutput, postsynaptic_potential, run_fresh, spiking_block
 
 HIDDEN_DIMS = {"fsvae": (32, 64, 128, 256), "fsvae-large": (32, 64, 128, 256, 512)}
@@ -141,7 +141,7 @@ class FSVAE(nn.Module):
 
     Args:
         in_channels: image channels; latent_dim: latent bits L; T: time steps; k: spikes per latent bit.
-        attention: a kind of `pfa.attentions` on the input spike tensor ("pfa": PFA(T, in_channels, rank) with the
+        attention: an attention kind on the input spike tensor ("pfa": PFA(T, in_channels, rank) with the
             unweighted sum of its R terms, as the reference's Generation copy; "none": the plain FSVAE).
         distance: "mmd" (PSP-filtered rates) or "kld" (Bernoulli KL, weighted 1e-4) between posterior and prior.
         scheduled: whether the prior uses scheduled sampling while training (probability set by `set_epoch`).

@@ -2,7 +2,7 @@
 
 FSVAE's public code keeps time last ([N, C, H, W, T]) and convolves with (k, k, 1) 3-D kernels so time never mixes.
 Here every tensor is time-first ([T, N, ...], spikingjelly's multi-step layout) and spatial layers run on the merged
-[T*N, ...] batch: the same arithmetic and the same parameter counts, and it plugs straight into `pfa.neuron.LIF`,
+[T*N, ...] batch: the same arithmetic and the same parameter counts, and it plugs straight into `pfa.lif.neuron.LIF`,
 `pfa.PFA` and `spikingjelly.activation_based.functional.reset_net`.
 """
 
@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import functional, layer
 
-from pfa.neuron import LIF
+from pfa.lif.neuron import LIF
 
 V_THRESHOLD = 0.2
 MEMBRANE_DECAY = 0.25

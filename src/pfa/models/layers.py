@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.neuron import LIF
+from pfa.lif.neuron import LIF
 
 
 def spiking_neuron(detach_reset: bool = True) -> nn.Module:

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.attentions import make_attention
+from pfa.attention.registry import make_attention
 from pfa.models.layers import conv_bn, ranks_at, scaled, spiking_neuron, to_time_first
 
 ARCHS = {

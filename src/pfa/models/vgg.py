@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.attentions import make_attention
+from pfa.attention.registry import make_attention
 from pfa.models.layers import conv_bn, ranks_at, scaled, spiking_neuron, to_time_first
 
 STAGES = ((64, 128), (256, 256), (512, 512), (512, 512))
@@ -35,7 +35,7 @@ class SpikingVGG(nn.Module):
         image_size: side of the square input; must be divisible by 16. Not needed with `input_pool`.
         input_pool: if set, frames of any size are first average-pooled to input_pool x input_pool (the reference's
             48), which then is the side the network sees.
-        attention: "pfa", "ma" or "none" (see `pfa.attentions`).
+        attention: "pfa", "ma" or "none" (see `pfa.attention.registry`).
         rank: PFA's rank R: one for every position, or a sequence with one per position in the order of `positions`
             (the reference's DVS128 Gesture network: 32, 32, 32, 32, 64).
         positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.

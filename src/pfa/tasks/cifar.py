@@ -1,6 +1,6 @@
 """The paper's main experiment: classification of CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100.
 
-`CifarConfig` holds the flags of `CIFAR/main.py`; `--dataset NAME` reads the recipe `CIFAR/configs/NAME.yaml` (event
+`CifarConfig` holds the flags of `CIFAR/main.py`; `--dataset NAME` reads the recipe `pfa/recipes/cifar/NAME.yaml` (event
 data: the reference's network and optimiser; still images: a common ResNet-19 recipe), the single source of the
 per-dataset values. `load_data` builds the datasets and the train/test split of random-split datasets (saved as
 `split.json` in the run directory), `build_model` the network, `train` runs it all.
@@ -13,32 +13,33 @@ from typing import Any
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-from pfa.attentions import attention_kinds
-from pfa.config import arg
+from pfa.attention.registry import attention_kinds
 from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
 from pfa.data.subsets import train_test_subsets
-from pfa.engine import ClassificationTask, Run, fit
+from pfa.engine.config import arg
+from pfa.engine.loop import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
-from pfa.outputs import OutputConfig, write_outputs
+from pfa.tasks import TaskSpec, recipe_folder
+from pfa.tasks.outputs import OutputConfig, write_outputs
 
 EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture")
 IMAGE_DATASETS = ("cifar10", "cifar100")
 DATASETS = EVENT_DATASETS + IMAGE_DATASETS
 ARCHS = ("vgg", *resnet.ARCHS)
 
-RECIPES = Path(__file__).resolve().parents[3] / "CIFAR" / "configs"
-PER_DATASET = "[default: per dataset, CIFAR/configs/DATASET.yaml]"
+RECIPES = recipe_folder("cifar")
+PER_DATASET = "[default: per dataset, pfa/recipes/cifar/DATASET.yaml]"
 
 
 @dataclass
 class CifarConfig(OutputConfig):
     """Train a spiking VGG or ResNet with PFA on event data or still images (defaults: per dataset, see --dataset)."""
 
-    dataset: str | None = arg(None, "dataset; picks the recipe CIFAR/configs/DATASET.yaml", choices=DATASETS)
+    dataset: str | None = arg(None, "dataset; picks the recipe pfa/recipes/cifar/DATASET.yaml", choices=DATASETS)
     arch: str | None = arg(None, f"network: vgg (the paper's) or a spiking ResNet {PER_DATASET}", choices=ARCHS)
-    attention: str = arg("pfa", "attention module (pfa.attentions)", choices=attention_kinds())
+    attention: str = arg("pfa", "attention module (pfa.attention.registry)", choices=attention_kinds())
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
                                    "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
                                    "but slot 0 for resnets and for images]")
@@ -70,7 +71,7 @@ class CifarConfig(OutputConfig):
             raise UserError(f"--dataset is required: one of {', '.join(DATASETS)}")
         missing = [name for name in ("arch", "T", "rank", "pool") if getattr(self, name) is None]
         if missing:
-            raise UserError(f"recipe CIFAR/configs/{self.dataset}.yaml lacks {', '.join(missing)}; add them to it")
+            raise UserError(f"recipe pfa/recipes/cifar/{self.dataset}.yaml lacks {', '.join(missing)}; add them to it")
         super().validate()
         if self.T <= 0:
             raise UserError(f"--T must be a positive integer, got {self.T}")
@@ -176,6 +177,12 @@ def build_model(cfg: CifarConfig, data: Data) -> tuple[nn.Module, str]:
     return network(**kwargs), f"{network.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
 
 
+def rebuild(cfg: CifarConfig) -> tuple[nn.Module, Dataset]:
+    """The network of a saved config and its test set, for tools that read checkpoints."""
+    data = load_data(cfg, progress=False)
+    return build_model(cfg, data)[0], data.test
+
+
 def train(cfg: CifarConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     with Run(cfg, name=cfg.dataset) as run:
@@ -186,3 +193,6 @@ def train(cfg: CifarConfig) -> dict:
                      arch, files=files)
         write_outputs(run, model, data.test, data.classes)
     return record
+
+
+TASK = TaskSpec("cifar", CifarConfig, train, rebuild, script="CIFAR/main.py")

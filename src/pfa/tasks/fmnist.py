@@ -1,33 +1,36 @@
 """Fashion-MNIST with the reference spiking CNN: the config of `FMNIST/run.py`, its data and model, and `train`.
 
-The defaults are the reference's full recipe; `--quick` adds the CPU recipe `FMNIST/configs/quick.yaml`.
+The defaults are the reference's full recipe; `--quick` adds the CPU recipe `pfa/recipes/fmnist/quick.yaml`.
 """
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pfa.attentions import attention_kinds
-from pfa.config import arg
+from torch.utils.data import Dataset
+
+from pfa.attention.registry import attention_kinds
 from pfa.data.fashion_mnist import CLASSES, load_fashion_mnist
 from pfa.data.subsets import train_test_subsets
-from pfa.engine import ClassificationTask, Run, fit
+from pfa.engine.config import arg
+from pfa.engine.loop import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models.fmnist import FashionMNISTNet
-from pfa.outputs import OutputConfig, write_outputs
+from pfa.tasks import TaskSpec, recipe_folder
+from pfa.tasks.outputs import OutputConfig, write_outputs
 
-RECIPES = Path(__file__).resolve().parents[3] / "FMNIST" / "configs"
+TASK_NAME = "fmnist"
+RECIPES = recipe_folder(TASK_NAME)
 
 
 @dataclass
 class FMNISTConfig(OutputConfig):
     """Train the reference spiking CNN with PFA on Fashion-MNIST (defaults: the reference's full recipe)."""
 
-    quick: bool = arg(False, "CPU recipe FMNIST/configs/quick.yaml (width 32, 3 epochs, ...); flags still override it")
+    quick: bool = arg(False, "the CPU recipe quick.yaml (width 32, 3 epochs, ...); flags still override it")
     time_steps: int = arg(4, "simulation time steps T")
     rank: int = arg(4, "PFA's rank R (connecting factor)")
     width: int = arg(128, "channels of both convolutions (the reference: 128)")
-    attention: str = arg("pfa", "attention after the second convolution (pfa.attentions)", choices=attention_kinds())
+    attention: str = arg("pfa", "attention after the second convolution", choices=attention_kinds())
     dropout: float = arg(0.7, "dropout probability before each fully connected layer")
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
@@ -56,12 +59,20 @@ def build_model(cfg: FMNISTConfig) -> FashionMNISTNet:
     return FashionMNISTNet(cfg.time_steps, cfg.width, cfg.rank, cfg.attention, cfg.dropout)
 
 
+def rebuild(cfg: FMNISTConfig) -> tuple[FashionMNISTNet, Dataset]:
+    """The network of a saved config and the test set, for tools that read checkpoints."""
+    return build_model(cfg), load_fashion_mnist(cfg.data_dir, train=False)
+
+
 def train(cfg: FMNISTConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     train_set, test_set = train_test_subsets(load_fashion_mnist(cfg.data_dir, train=True),
                                              load_fashion_mnist(cfg.data_dir, train=False), cfg)
-    with Run(cfg, name="fmnist") as run:
+    with Run(cfg, name=TASK_NAME) as run:
         model = build_model(cfg).to(run.device)
         record = fit(run, model, ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, test_set, describe(cfg))
         write_outputs(run, model, test_set, CLASSES)
     return record
+
+
+TASK = TaskSpec(TASK_NAME, FMNISTConfig, train, rebuild, script="FMNIST/run.py")

@@ -1,4 +1,4 @@
-"""Training generative models with `pfa.engine.fit`: the entry's config, the model builder, the per-batch step, the
+"""Training generative models with `pfa.engine.loop.fit`: the entry's config, the model builder, the per-batch step, the
 per-epoch pictures and sample metrics.
 
 Every epoch the run directory gets `reconstructions.png` (rows of test images alternating with their reconstructions)
@@ -14,21 +14,23 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 from torchvision.utils import make_grid
 
-from pfa.attentions import attention_kinds
-from pfa.config import arg
+from pfa.attention.registry import attention_kinds
 from pfa.data.fashion_mnist import CLASSES
 from pfa.data.images import CHANNELS, load_generation_data
 from pfa.data.subsets import train_test_subsets
-from pfa.engine import Run, StepResult, Task, fit
+from pfa.engine.config import arg
+from pfa.engine.loop import Run, StepResult, Task, fit
 from pfa.errors import UserError
 from pfa.models.ann_vae import AnnVAE
 from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, hidden_dims_for, input_size_for
-from pfa.outputs import OutputConfig, write_outputs
-from pfa.sample_metrics import SampleMetrics, private_rng
+from pfa.tasks import TaskSpec, recipe_folder
+from pfa.tasks.generation_metrics import SampleMetrics, private_rng
+from pfa.tasks.outputs import OutputConfig, write_outputs
 
-RECIPES = Path(__file__).resolve().parents[3] / "Generation" / "configs"
+RECIPES = recipe_folder("generation")
 
 GRID_COLUMNS = 8
 MODELS = ("fsvae", "fsvae-large", "ann-vae")
@@ -38,10 +40,10 @@ MODELS = ("fsvae", "fsvae-large", "ann-vae")
 class GenerationConfig(OutputConfig):
     """Train FSVAE (optionally with PFA) or its ANN VAE baseline to generate images (defaults: FSVAE's recipe)."""
 
-    dataset: str = arg("fashion", "image dataset; picks the recipe Generation/configs/DATASET.yaml",
+    dataset: str = arg("fashion", "image dataset; picks the recipe pfa/recipes/generation/DATASET.yaml",
                        choices=tuple(CHANNELS))
     model: str = arg("fsvae", "fsvae (32 px), fsvae-large (64 px) or the ANN baseline ann-vae", choices=MODELS)
-    attention: str = arg("pfa", "attention on the input spike tensor (pfa.attentions); none: plain FSVAE",
+    attention: str = arg("pfa", "attention on the input spike tensor (pfa.attention.registry); none: plain FSVAE",
                          choices=attention_kinds())
     rank: int = arg(64, "PFA's rank R (connecting factor)")
     time_steps: int = arg(16, "simulation time steps T")
@@ -175,6 +177,12 @@ class GenerationTask(Task):
 
 
 
+def rebuild(cfg: GenerationConfig) -> tuple[nn.Module, Dataset]:
+    """The model of a saved config and the test images, for tools that read checkpoints."""
+    train_set, test_set = load_generation_data(cfg.dataset, cfg.data_dir, cfg.input_size)
+    return build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)), test_set
+
+
 def train(cfg: GenerationConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     train_set, test_set = train_test_subsets(*load_generation_data(cfg.dataset, cfg.data_dir, cfg.input_size), cfg)
@@ -185,3 +193,6 @@ def train(cfg: GenerationConfig) -> dict:
         record = fit(run, model, GenerationTask(model, cfg, metrics), train_set, test_set, describe(cfg))
         write_outputs(run, model, test_set, CLASSES if cfg.dataset == "fashion" else None)
     return record
+
+
+TASK = TaskSpec("generation", GenerationConfig, train, rebuild, script="Generation/main_fsvae.py")

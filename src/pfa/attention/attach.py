@@ -7,7 +7,7 @@
     net = spiking_resnet.spiking_resnet18(spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan(),
                                           detach_reset=True, num_classes=10)
     functional.set_step_mode(net, "m")
-    names = pfa.attach(net, torch.rand(4, 1, 3, 32, 32), kind="pfa", rank=4)   # example: [T, N, C, H, W]
+    names = pfa.attention.attach(net, torch.rand(4, 1, 3, 32, 32), kind="pfa", rank=4)   # example: [T, N, C, H, W]
 
 Each chosen module M (by default every spiking neuron whose output is [T, N, C, H, W]) is replaced by
 `Attached(M, attention)`, a two-module Sequential whose children are named `module` and `attention`, so the state dict
@@ -22,9 +22,9 @@ import torch.nn as nn
 from spikingjelly.activation_based import functional
 from spikingjelly.activation_based.neuron import BaseNode
 
-from pfa.attentions import make_attention
+from pfa.attention.registry import make_attention
 from pfa.errors import UserError
-from pfa.neuron import LIF
+from pfa.lif.neuron import LIF
 
 NEURON_TYPES = (BaseNode, LIF)
 Selector = Sequence[str] | Callable[[str, nn.Module], bool] | None
@@ -38,7 +38,7 @@ class Attached(nn.Sequential):
 
 
 def is_spiking_neuron(module: nn.Module) -> bool:
-    """spikingjelly's neurons (the BaseNode family) and pfa.neuron.LIF."""
+    """spikingjelly's neurons (the BaseNode family) and pfa.lif.neuron.LIF."""
     return isinstance(module, NEURON_TYPES)
 
 
@@ -125,7 +125,7 @@ def attach(model: nn.Module, example: torch.Tensor, *, kind: str = "pfa", after:
     """Insert `make_attention(kind, T, C, **options)` after modules of `model`, in place; returns the qualified
     names of the inserted attention modules.
 
-    after: None = every spiking neuron (spikingjelly's BaseNode family, pfa.neuron.LIF) whose output is
+    after: None = every spiking neuron (spikingjelly's BaseNode family, pfa.lif.neuron.LIF) whose output is
         [T, N, C, H, W]; a predicate (name, module) -> bool picks among those neurons; a list of names of
         `model.named_modules()` picks any modules, each of which must output [T, N, C, H, W].
     example: one input batch as the model takes it (time-first [T, N, ...] for spikingjelly's multi-step models);

@@ -19,8 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from spikingjelly.activation_based import base, functional
 
-from pfa.attentions import is_attention
-from pfa.runlog import write_json
+from pfa.attention.registry import is_attention
+from pfa.files import write_json
 
 SYNAPTIC_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 CONVOLUTIONS = {3: F.conv1d, 4: F.conv2d, 5: F.conv3d}  # by the weight's number of dimensions

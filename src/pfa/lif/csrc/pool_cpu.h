@@ -1,5 +1,5 @@
-/* 2x2 max pooling of one pair of lines, float32, shared by the pooling loops (_pool_cpu.c) and the LIF loops that pool
- * their spikes (_lif_cpu.c).
+/* 2x2 max pooling of one pair of lines, float32, shared by the pooling loops (pool_cpu.c) and the LIF loops that pool
+ * their spikes (lif_cpu.c).
  *
  * A line is one row of a [height, width, channels] map: width * channels floats, channels innermost. The maximum of a
  * window is chosen as torch's CPU kernel chooses it: scanning its rows in order, a value replaces the maximum when it

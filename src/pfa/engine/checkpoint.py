@@ -5,19 +5,17 @@ given by the entry point (e.g. "FashionMNISTNet(width=32, T=4, rank=4, attention
 model's parameter names and shapes, so loading one into another network fails with one clear line.
 """
 
-import contextlib
 import hashlib
 import io
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from pfa.errors import UserError
+from pfa.files import atomic_write
 
 FORMAT = "pfa-checkpoint-1"
 
@@ -29,53 +27,6 @@ def model_signature(model: nn.Module) -> str:
 
 
 REQUIRED = ("arch", "signature", "epoch", "model")
-_writes: dict[str, int] = {}
-
-
-def _test_kill_point(name: str) -> None:
-    """Tests only: PFA_TEST_KILL_AT=NAME:N kills this process (SIGKILL) at its N-th write of the file NAME, after the
-    temporary is written and before the rename, as a power cut or an OOM kill would."""
-    target, _, count = os.environ.get("PFA_TEST_KILL_AT", "").rpartition(":")
-    if target == name:
-        _writes[name] = _writes.get(name, 0) + 1
-        if _writes[name] == int(count):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # some systems cannot open a directory; the rename is still atomic there
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
-    """Write to a temporary file beside `path`, fsync it, rename it over `path` and fsync the folder: readers and
-    crashes see the old file or the whole new one. A failed write (full disk, read-only folder) is a UserError."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        _test_kill_point(path.name)
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is kept; free space "
-                        "or choose another --out-dir") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     buffer = io.BytesIO()  # serialised first, so that a failing disk raises OSError rather than torch's RuntimeError
     torch.save({"format": FORMAT, **state}, buffer)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch.utils.data import DataLoader, Dataset
 
-from pfa.checkpoint import save_checkpoint
+from pfa.engine.checkpoint import save_checkpoint
 from pfa.errors import UserError
 from pfa.models.ann_vae import ConvAutoencoder
 from pfa.models.fsvae import hidden_dims_for

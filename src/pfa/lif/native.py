@@ -1,5 +1,5 @@
-"""The package's C loops (`_lif_cpu.c`: the LIF neuron, alone or pooling its spikes; `_pool_cpu.c`: 2x2 max pooling),
-compiled on first use with the system's C compiler into one library.
+"""The package's C loops (`csrc/lif_cpu.c`: the LIF neuron, alone or pooling its spikes; `csrc/pool_cpu.c`: 2x2 max
+pooling), compiled on first use with the system's C compiler into one library.
 
 The library is built once per source version into the user's cache (`$PFA_CACHE_DIR`, else `$XDG_CACHE_HOME/pfa` or
 `~/.cache/pfa`) and loaded with ctypes, which releases the GIL during a call: the work is split over
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("_lif_cpu.c", "_pool_cpu.c"))
-HEADERS = (Path(__file__).with_name("_pool_cpu.h"),)
+SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("lif_cpu.c", "pool_cpu.c"))
+HEADERS = (Path(__file__).parent / "csrc" / "pool_cpu.h",)
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")  # no fused multiply-add: the same floats as torch's kernels
 NATIVE = ("-march=native",)  # this CPU's vector width (fused loops 1.04-1.42x faster); dropped where refused
 MIN_PER_THREAD = 1 << 15  # fewer elements per thread than this run on one thread

@@ -1,4 +1,4 @@
-"""The LIF neuron's settings as its backends receive them (shared by pfa.neuron and the torch and CuPy backends)."""
+"""The LIF neuron's settings as its backends receive them (shared by pfa.lif.neuron and the torch and CuPy backends)."""
 
 from dataclasses import dataclass
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from pfa._lif_params import LIFParams
+from pfa.lif.params import LIFParams
 
 CPU_CHUNK = 1 << 16  # neurons per chunk and CPU thread: each per-step operation works in cache
 

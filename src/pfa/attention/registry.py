@@ -1,9 +1,9 @@
-"""The one attention registry: every model, `pfa.attach`, the report and every `--attention` flag build modules here.
+"""The one attention registry: every model, `attach`, the report and every `--attention` flag build modules here.
 
     make_attention("pfa", T=12, C=128, rank=8)      # PFA
     make_attention("ma", T=12, C=128)               # MA-SNN, spikingjelly's MultiDimensionalAttention
     make_attention("ta", T=12, C=128)               # TA-SNN, spikingjelly's TemporalWiseAttention
-    make_attention("tcja", T=12, C=128)             # TCJA-SNN (pfa.tcja)
+    make_attention("tcja", T=12, C=128)             # TCJA-SNN (pfa.attention.tcja)
     make_attention("none", T=12, C=128)             # nn.Identity
 
 Each kind is a builder `(T, C, **options) -> nn.Module` registered with `@register(kind, *module_types)`; options a
@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch.nn as nn
 from spikingjelly.activation_based import layer
 
-from pfa.attention import PFA
-from pfa.tcja import TCJA
+from pfa.attention.projected_full import PFA
+from pfa.attention.tcja import TCJA
 
 Builder = Callable[..., nn.Module]
 _BUILDERS: dict[str, Builder] = {}

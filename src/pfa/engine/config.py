@@ -4,8 +4,8 @@
 
 Each field becomes a flag (`batch_size` -> `--batch-size`) whose help text is the field's `help` metadata; `choices`
 metadata restricts the values. A subclass adds its own fields; it may name a folder of recipes (`RECIPES`) and say
-which one applies by overriding `recipe_name` (CIFAR: `--dataset cifar10dvs` reads `CIFAR/configs/cifar10dvs.yaml`;
-FMNIST: `--quick` reads `FMNIST/configs/quick.yaml`). Example::
+which one applies by overriding `recipe_name` (CIFAR: `--dataset cifar10dvs` reads `pfa/recipes/cifar/cifar10dvs.yaml`;
+FMNIST: `--quick` reads `pfa/recipes/fmnist/quick.yaml`). Example::
 
     @dataclass
     class MyConfig(TrainConfig):
@@ -27,8 +27,8 @@ from typing import Any, ClassVar, TypeVar
 import torch
 import yaml
 
+from pfa.engine.losses import LOSSES
 from pfa.errors import UserError
-from pfa.losses import LOSSES
 
 
 def arg(default: Any, help: str, choices: tuple | None = None, default_factory=None):
@@ -253,7 +253,7 @@ def _optional(tp) -> bool:
 
 def _inherit(cls: type[ConfigRules], given: dict[str, Any], path: str) -> dict[str, Any]:
     """The resume rule applied to the explicitly given values `given` (see RESUME_FREE above)."""
-    from pfa.checkpoint import load_checkpoint  # torch.load; only when resuming
+    from pfa.engine.checkpoint import load_checkpoint  # torch.load; only when resuming
 
     saved = load_checkpoint(path, needs=("config",))["config"]
     names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)

@@ -16,15 +16,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from pfa.checkpoint import atomic_write
 from pfa.errors import UserError
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic: readers of metrics.json never see half a file."""
-    with atomic_write(path, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
+from pfa.files import atomic_write, write_json
 
 
 def progress(iterable: Iterable, desc: str, enabled: bool) -> tqdm:

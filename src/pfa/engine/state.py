@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pfa.config import SCHEDULE, TrainConfig
+from pfa.engine.config import SCHEDULE, TrainConfig
 
 
 def seed_everything(seed: int) -> None:

@@ -1,6 +1,6 @@
 """What every entry point writes after training (or --eval-only) when asked, the same two flags everywhere:
 
-    --report            pfa.report on the first test batch: printed, saved as report.json and drawn as report.png
+    --report            pfa.study.report on the first test batch: printed, saved as report.json and drawn as report.png
     --save-attention N  attention/testNNNNN.png: PFA's input, maps and factors for the first N test inputs
 
 An entry's config derives from `OutputConfig` (it declares `attention`) and its `train` calls `write_outputs` after
@@ -14,12 +14,12 @@ from pathlib import Path
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
-from pfa.config import TrainConfig, arg
-from pfa.engine import Run
+from pfa.attention.pictures import save_attention_figures
+from pfa.engine.config import TrainConfig, arg
+from pfa.engine.loop import Run
 from pfa.errors import UserError
-from pfa.plots import report_chart
-from pfa.report import format_report, model_report, save_report
-from pfa.visualize import save_attention_figures
+from pfa.study.plots import report_chart
+from pfa.study.report import format_report, model_report, save_report
 
 
 @dataclass
@@ -53,7 +53,7 @@ def dataset_classes(dataset: Dataset) -> tuple[str, ...] | None:
 
 
 def write_report(run: Run, model: nn.Module, test_set: Dataset) -> dict:
-    """`pfa.report` on the first test batch: printed, saved as report.json and drawn as report.png."""
+    """`pfa.study.report` on the first test batch: printed, saved as report.json and drawn as report.png."""
     batch = next(iter(DataLoader(test_set, batch_size=run.cfg.batch_size)))
     report = model_report(model, batch[0].to(run.device))
     report["config"] = dataclasses.asdict(run.cfg)

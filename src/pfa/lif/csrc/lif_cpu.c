@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "_pool_cpu.h"
+#include "pool_cpu.h"
 
 #define BLOCK 1024
 

@@ -20,7 +20,7 @@ from matplotlib.ticker import ScalarFormatter
 from spikingjelly.activation_based import functional
 from torch.utils.data import Dataset
 
-from pfa.attention import PFA
+from pfa.attention.projected_full import PFA
 
 MAX_SPATIAL = 8
 CMAP = "viridis"

@@ -1,4 +1,4 @@
-"""The "cpu" LIF backend: the fused C loops of `_lif_cpu.c` (built and threaded by `pfa._native`).
+"""The "cpu" LIF backend: the fused C loops of `csrc/lif_cpu.c` (built and threaded by `pfa.lif.native`).
 
 The state is float32 (inputs may be half precision); the torch backend serves float64 and other devices.
 """
@@ -11,9 +11,9 @@ import math
 
 import torch
 
-from pfa._lif_params import LIFParams
-from pfa._lif_torch import _step_order, _unpermute, finish_forward
-from pfa._native import address, library, parallel
+from pfa.lif.native import address, library, parallel
+from pfa.lif.params import LIFParams
+from pfa.lif.torch_backend import _step_order, _unpermute, finish_forward
 
 
 class _Constants(ctypes.Structure):
@@ -83,8 +83,8 @@ def _check(status: int) -> None:
 
 
 class CpuMultiStepLIF(torch.autograd.Function):
-    """Same contract as pfa._lif_torch._MultiStepLIF, for CPU tensors with a float32 state; with `repeat` = T, x is
-    one step [N, ...] that every one of the T steps receives (see `repeated_input`)."""
+    """Same contract as pfa.lif.torch_backend._MultiStepLIF, for CPU tensors with a float32 state; with `repeat` = T,
+    x is one step [N, ...] that every one of the T steps receives (see `repeated_input`)."""
 
     @staticmethod
     def forward(ctx, x, v0, params: LIFParams, store_v_seq: bool, repeat: int | None = None):

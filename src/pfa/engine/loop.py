@@ -3,8 +3,8 @@
 An entry point parses its config, builds its data and model, and hands them to `fit` with a `Task`::
 
     from pfa.cli import guarded
-    from pfa.config import parse_config
-    from pfa.engine import ClassificationTask, Run, fit
+    from pfa.engine.config import parse_config
+    from pfa.engine.loop import ClassificationTask, Run, fit
 
     @guarded                                           # UserError -> one line on stderr, exit status 2
     def main(argv=None):
@@ -20,7 +20,7 @@ gradients, `optimizer.step()`, `task.after_optimizer_step(model)`,
 `spikingjelly.activation_based.functional.reset_net`; `scheduler.step()`; evaluation with `task.eval_step`; the
 record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns; `checkpoint_latest.pth` and, when
 `task.monitor` improved, `checkpoint_best.pth`, then TensorBoard, `metrics.json` and `metrics.jsonl` (rank 0 only);
-after the last epoch `curves.png` (pfa.plots.training_curves of the whole history).
+after the last epoch `curves.png` (pfa.study.plots.training_curves of the whole history).
 Step metrics are batch means weighted by `StepResult.count`, summed over all processes. Hooks get `epoch`, the 0-based
 index of the epoch being run; a record's "epoch" is the number of epochs completed.
 
@@ -31,8 +31,8 @@ checkpoint: a non-finite checkpoint is never written, nor evaluated or resumed.
 
 Resuming restores the model, optimiser, scheduler, grad scaler, every RNG, the best metric and the metrics history, and
 shuffles each epoch with `seed + epoch`, so a CPU run interrupted anywhere and resumed from its last checkpoint ends
-bit-identical to an uninterrupted one. Schedule settings changed on resume (pfa.config.SCHEDULE) take effect from the
-resumed epoch: the learning rate follows the new schedule as if it had applied from the start.
+bit-identical to an uninterrupted one. Schedule settings changed on resume (pfa.engine.config.SCHEDULE) take effect from
+the resumed epoch: the learning rate follows the new schedule as if it had applied from the start.
 """
 
 import contextlib
@@ -49,16 +49,14 @@ from spikingjelly.activation_based import functional
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pfa import rundir
-from pfa.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
-from pfa.config import TrainConfig, save_config, saved_provenance
-from pfa.distributed import ShardSampler, broadcast_object, init_process, shutdown
-from pfa.errors import UserError
-from pfa.losses import classification_loss, firing_rate
-from pfa.meter import Divergence, EpochMeter
-from pfa.plots import training_curves
-from pfa.runlog import RunLog, Throttle, progress, write_json
-from pfa.training_state import (
+from pfa.engine import rundir
+from pfa.engine.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
+from pfa.engine.config import TrainConfig, save_config, saved_provenance
+from pfa.engine.distributed import ShardSampler, broadcast_object, init_process, shutdown
+from pfa.engine.losses import classification_loss, firing_rate
+from pfa.engine.meter import Divergence, EpochMeter
+from pfa.engine.runlog import RunLog, Throttle, progress
+from pfa.engine.state import (
     build_optimizer,
     build_scheduler,
     restore_training,
@@ -66,6 +64,9 @@ from pfa.training_state import (
     seed_everything,
     set_rng_state,
 )
+from pfa.errors import UserError
+from pfa.files import clean_temporaries, write_json
+from pfa.study.plots import training_curves
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best", "config")
 
@@ -167,7 +168,7 @@ class Run:
             except OSError as e:
                 raise UserError(f"cannot create --out-dir {self.dir}: {e.strerror}; choose another folder") from None
             self._lock = rundir.claim(self.dir)
-            rundir.clean_temporaries(self.dir)
+            clean_temporaries(self.dir)
             self._write_config(changes, resumed_at)
             for name, data in (files or {}).items():
                 write_json(self.dir / name, data)
@@ -199,7 +200,7 @@ class Run:
 
     def __exit__(self, *exc) -> None:
         if self._lock is not None:
-            rundir.release(self._lock)
+            self._lock.release()
         shutdown()
 
 

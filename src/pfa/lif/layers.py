@@ -12,12 +12,12 @@ import torch.nn as nn
 from spikingjelly.activation_based import layer
 from torch.autograd.function import once_differentiable
 
-from pfa import _native
-from pfa.neuron import LIF
+from pfa.lif import native as _native
+from pfa.lif.neuron import LIF
 
 
 class _MaxPool2x2(torch.autograd.Function):
-    """2x2, stride-2 max pooling of a channels-last float32 CPU map by `_pool_cpu.c`; backward finds each window's
+    """2x2, stride-2 max pooling of a channels-last float32 CPU map by `csrc/pool_cpu.c`; backward finds each window's
     maximum again in the saved input instead of storing int64 indices and scattering into a zero-filled gradient."""
 
     @staticmethod
@@ -90,7 +90,7 @@ class SpikingMaxPool2d(nn.Module):
     For pfa's LIF on CPU (channels-last float32 maps, even H) the two run in one pass of the C loops
     (`LIF.max_pooled_forward`): the full spikes are never written, read back by the pooling or given a gradient
     buffer, which saves about 2/3 of the bytes the pair moves. Elsewhere the neuron runs and `pool` follows, with the
-    same numbers; a forward hook on `neuron` (pfa.report's spike rates) sees its full spikes that way.
+    same numbers; a forward hook on `neuron` (pfa.study.report's spike rates) sees its full spikes that way.
     """
 
     def __init__(self, neuron: nn.Module):

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from pfa.sweep import RunSpec, Study, read_history, read_json, read_json_yaml, status
+from pfa.study.sweep import RunSpec, Study, read_history, read_json, read_json_yaml, status
 
 COLUMNS = ("run_id", "attention", "rank", "fusion", "seed", "epochs", "best_test_acc", "final_test_acc", "parameters",
            "train_images_per_s", "wall_seconds", "mean_load1", "command")
@@ -191,7 +191,7 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
 
 def write_report(study: Study, specs: list[RunSpec], command: str) -> str:
     """Write runs.csv, summary.md and the plots under results/<name>/; returns a one-line account."""
-    from pfa import plots
+    from pfa.study import plots
 
     rows, groups, histories = [], {}, {}
     for spec in specs:

@@ -6,7 +6,7 @@
  *
  * One call covers the output rows [row, row + rows), a row being one image's pooled line (image * out_height + i).
  */
-#include "_pool_cpu.h"
+#include "pool_cpu.h"
 
 void max_pool2x2_forward(const float *x, float *y, int64_t row, int64_t rows, int64_t out_height, int64_t height,
                          int64_t width, int64_t channels)

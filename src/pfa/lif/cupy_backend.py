@@ -14,8 +14,8 @@ import math
 import numpy as np
 import torch
 
-from pfa._lif_params import LIFParams
-from pfa._lif_torch import propagate_non_finite
+from pfa.lif.params import LIFParams
+from pfa.lif.torch_backend import propagate_non_finite
 
 STORAGE_TYPES = {torch.float32: "float", torch.float64: "double", torch.float16: "Half", torch.bfloat16: "BFloat16"}
 NVRTC_OPTIONS = ("--std=c++14", "--fmad=false")  # no fused multiply-add: rounds like spikingjelly's CPU path
@@ -145,7 +145,7 @@ def _launch(kernel, device: torch.device, numel: int, *args):
 
 
 class CupyMultiStepLIF(torch.autograd.Function):
-    """Same contract as pfa._lif_torch._MultiStepLIF, for CUDA tensors."""
+    """Same contract as pfa.lif.torch_backend._MultiStepLIF, for CUDA tensors."""
 
     @staticmethod
     def forward(ctx, x_seq, v0, params: LIFParams, store_v_seq: bool):

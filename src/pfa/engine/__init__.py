@@ -1,0 +1,1 @@
+"""The training engine: configs, the fit loop, run folders, checkpoints, logs, distributed helpers."""

@@ -16,6 +16,7 @@ from pfa.engine.checkpoint import save_checkpoint
 from pfa.engine.config import TrainConfig
 from pfa.engine.loop import ClassificationTask, Run, build_optimizer, fit
 from pfa.engine.losses import classification_loss
+from pfa.engine.runlog import metrics_of
 from pfa.errors import UserError
 
 
@@ -92,7 +93,8 @@ def test_run_directory_contents(tmp_path):
                                                    "curves.png"}
     assert (run_dir / "curves.png").read_bytes()[:4] == b"\x89PNG"
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in history] == [1, 2] and history[-1] == record
+    assert [r["epoch"] for r in history] == [1, 2] and metrics_of(history[-1]) == record
+    assert set(history[-1]) - set(record) == {"lr", "seconds", "load1"} and history[-1]["seconds"] > 0
     provenance = yaml.safe_load((run_dir / "config.yaml").read_text())["provenance"]
     assert provenance["host"] == socket.gethostname() and "pytest" in provenance["command"]
     assert provenance["versions"]["torch"] == str(torch.__version__) and provenance["versions"]["spikingjelly"]

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from pfa.data.fashion_mnist import DEBIAN_DIR
+from pfa.engine.runlog import metrics_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--workers", "0", "--train-samples", "256", "--test-samples", "128", "--width", "4",
@@ -42,7 +43,8 @@ def recover(out: Path) -> None:
 
 
 def history(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    """The metrics of each epoch (metrics.jsonl without its timing, which no two runs share)."""
+    return [metrics_of(json.loads(line)) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def weights(out: Path) -> dict[str, torch.Tensor]:

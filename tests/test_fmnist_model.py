@@ -1,11 +1,17 @@
 """The Fashion-MNIST network as it trains on CPU: its fused neuron-and-pooling layers give the unfused network's
-floats, and checkpoints written with the earlier layout (pooling inside features.1) still load."""
+floats, checkpoints written with the earlier layout (pooling inside features.1) still load, and PFA's options reach
+it from the flags."""
 
+import pytest
 import torch
 from spikingjelly.activation_based import functional
 
+from pfa import PFA
+from pfa.engine.config import parse_config
+from pfa.errors import UserError
 from pfa.lif.layers import SpikingMaxPool2d
 from pfa.models.fmnist import FashionMNISTNet
+from pfa.tasks.fmnist import FMNISTConfig, build_model, describe
 
 
 def outputs_and_grads(model, images, seed=1):
@@ -53,3 +59,18 @@ def test_a_checkpoint_of_the_earlier_layout_loads():
     fresh.load_state_dict(earlier)
     for key, value in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], value), key
+
+
+def test_pfa_flags_reach_the_module_and_the_architecture_string():
+    default = parse_config(FMNISTConfig, ["--width", "4"])
+    module = build_model(default).features[2]
+    assert isinstance(module, PFA) and (module.fusion, module.weights, module.gate) == ("add", "sum", "relu")
+    assert describe(default) == "FashionMNISTNet(T=4, width=4, rank=4, attention=pfa)"  # as before the flags
+    cfg = parse_config(FMNISTConfig, ["--width", "4", "--fusion", "mul", "--weights", "softmax", "--gate", "pass"])
+    module = build_model(cfg).features[2]
+    assert (module.fusion, module.weights, module.gate) == ("mul", "softmax", "pass")
+    assert describe(cfg).endswith("attention=pfa, fusion=mul, weights=softmax, gate=pass)")
+    assert describe(parse_config(FMNISTConfig, ["--gate", "identity"])).endswith("attention=pfa, gate=identity)")
+    assert describe(parse_config(FMNISTConfig, ["--attention", "ma", "--gate", "pass"])).endswith("attention=ma)")
+    with pytest.raises(UserError, match="argument --gate: invalid choice: 'straight'"):
+        parse_config(FMNISTConfig, ["--gate", "straight"])

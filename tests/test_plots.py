@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from pfa.engine import curves
+from pfa.engine.runlog import read_history
 from pfa.study import plots
 
 
@@ -16,8 +18,8 @@ def test_curves_from_a_history_with_a_resumed_epoch(tmp_path, capsys):
     run.mkdir()
     records = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1.1 / e, "train_acc": 0.5 + e / 10,
                 "test_acc": 0.4 + e / 10} for e in (1, 2, 2, 3)]
-    (run / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    assert [r["epoch"] for r in plots.read_history(run)] == [1, 2, 3]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [r["epoch"] for r in read_history(run)] == [1, 2, 3]
     plots.main(["curves", str(run)])
     assert capsys.readouterr().out.strip() == str(run / "curves.png") and _png(run / "curves.png")
 
@@ -25,9 +27,9 @@ def test_curves_from_a_history_with_a_resumed_epoch(tmp_path, capsys):
 def test_curves_of_a_generative_run_have_a_panel_per_tested_metric(tmp_path):
     history = [{"epoch": e, "loss": 1 / e, "recon_loss": 0.5 / e, "test_loss": 1.2 / e, "test_recon_loss": 0.6 / e,
                 "best_test_loss": 1.2 / e, "autoencoder_fid": 30.0} for e in (1, 2)]
-    assert plots.curve_metrics(history) == ["loss", "recon_loss"]
-    assert plots.curve_metrics([{"epoch": 1, "test_acc": 0.5, "test_loss": 1.0}]) == ["loss", "acc"]
-    plots.training_curves(history, tmp_path / "curves.png")
+    assert curves.curve_metrics(history) == ["loss", "recon_loss"]
+    assert curves.curve_metrics([{"epoch": 1, "test_acc": 0.5, "test_loss": 1.0}]) == ["loss", "acc"]
+    curves.training_curves(history, tmp_path / "curves.png")
     assert _png(tmp_path / "curves.png")
 
 
@@ -44,7 +46,7 @@ def test_report_chart(tmp_path):
 
 
 def test_missing_inputs_are_one_line(tmp_path, capsys):
-    for argv, expected in ((["curves", str(tmp_path)], "holds no history.jsonl"),
+    for argv, expected in ((["curves", str(tmp_path)], "holds no metrics.jsonl"),
                            (["report", str(tmp_path / "none.json")], "cannot read")):
         with pytest.raises(SystemExit) as exit_info:
             plots.main(argv)

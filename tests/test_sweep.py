@@ -13,13 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pfa.engine.runlog import read_history
 from pfa.study import sweep
 from pfa.study.summary import COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "name": "tiny",
-    "entry": "FMNIST/run.py",
+    "task": "fmnist",
     "flags": {"device": "cpu", "train_samples": 128, "test_samples": 64, "epochs": 2, "width": 4, "dropout": 0.0},
     "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rank": 2}]},
     "env": {"OMP_NUM_THREADS": 1},
@@ -55,7 +56,7 @@ def test_one_folder_per_run_with_its_small_files(swept):
     for name in runs:
         folder = study.dir / "runs" / name
         assert json.loads((folder / "metrics.json").read_text())["epoch"] == 2
-        history = sweep.read_history(folder)
+        history = read_history(folder)
         assert [r["epoch"] for r in history] == [1, 2]
         assert all({"test_acc", "train_loss", "seconds", "load1"} <= set(r) for r in history)
     assert "rank: 2" in (study.dir / "runs" / runs[1] / "config.yaml").read_text()
@@ -76,7 +77,7 @@ def test_report_files_and_columns(swept):
         rows = list(reader)
     assert tuple(reader.fieldnames) == COLUMNS
     assert [(r["attention"], r["rank"], r["fusion"], r["seed"], r["epochs"]) for r in rows] == [
-        ("none", "", "", "1", "2"), ("pfa", "2", "add/sum", "1", "2")]
+        ("none", "", "", "1", "2"), ("pfa", "2", "add/sum/relu", "1", "2")]
     assert int(rows[1]["parameters"]) > int(rows[0]["parameters"]) > 0
     assert all(float(r["train_images_per_s"]) > 0 and float(r["wall_seconds"]) > 0 for r in rows)
     summary = (study.dir / "summary.md").read_text()
@@ -90,17 +91,17 @@ def test_command_column_reproduces_the_run(swept, tmp_path):
     study, _ = swept
     with open(study.dir / "runs.csv") as f:
         row = list(csv.DictReader(f))[1]
-    env, python, entry, *args = shlex.split(row["command"])
-    assert (env, python, entry) == ("OMP_NUM_THREADS=1", "python", "FMNIST/run.py")
+    env, python, *args = shlex.split(row["command"])
+    assert (env, python, *args[:3]) == ("OMP_NUM_THREADS=1", "python", "-m", "pfa.train", "fmnist")
     args[args.index("--out-dir") + 1] = str(tmp_path / "again")
-    subprocess.run([sys.executable, entry, *args], cwd=ROOT, check=True, capture_output=True,
+    subprocess.run([sys.executable, *args], cwd=tmp_path, check=True, capture_output=True,
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     again = json.loads((tmp_path / "again" / "metrics.json").read_text())
     assert again["test_acc"] == float(row["final_test_acc"]) and again["epoch"] == 2
 
 
 def test_bad_study_is_one_line(tmp_path, capsys):
-    (tmp_path / "bad.yaml").write_text("name: x\nentry: FMNIST/run.py\ngrid: {seed: 1}\n")
+    (tmp_path / "bad.yaml").write_text("name: x\ntask: fmnist\ngrid: {seed: 1}\n")
     with pytest.raises(SystemExit) as exit_info:
         sweep.main([str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2

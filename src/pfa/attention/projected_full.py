@@ -2,7 +2,8 @@
 
 LPST projects a spike tensor X [T, N, C, H, W] onto rank-R temporal, channel and spatial factors; AMC composes them
 into a full attention map A[t, n, c, h, w] = sum_r lambda_r * Tf[n, r, t] * Cf[n, r, c] * S[n, r, h, w]; the output is
-relu(A * X) ("mul") or relu(A + X) ("add").
+gate(A * X) ("mul") or gate(A + X) ("add"), the gate being the reference's ReLU or one that lets the gradient through
+where the input is 0 (see `PFA`).
 
 A is never kept for backward: `_ProjectedFullAttention` recomputes it from the two means of X it saves ([T, N, H, W]
 and [T, N, C]), so the module's saved state beyond its input is a small fraction of the input's size.
@@ -12,6 +13,7 @@ import torch
 import torch.nn as nn
 
 FUSIONS = ("mul", "add")
+GATES = ("relu", "pass", "identity")
 WEIGHTINGS = ("softmax", "sum")
 LAYOUTS = ("TNCHW", "NCHWT")
 
@@ -66,8 +68,17 @@ def _autocast_state(device_type: str) -> dict:
     }
 
 
+def _gate_backward(grad_y: torch.Tensor, z: torch.Tensor, gate: str) -> torch.Tensor:
+    """dL/dZ of the gate given dL/dY; `z` has the sign of the gate's input Z (Z itself or, for "mul", X)."""
+    if gate == "identity":
+        return grad_y
+    if gate == "relu":
+        return torch.ops.aten.threshold_backward(grad_y, z, 0)
+    return grad_y.masked_fill(z < 0, 0)
+
+
 class _ProjectedFullAttention(torch.autograd.Function):
-    """relu(A (*|+) X) whose backward recomputes A instead of storing it."""
+    """gate(A (*|+) X) whose backward recomputes A instead of storing it."""
 
     @staticmethod
     def forward(ctx, x, module, *params):
@@ -77,7 +88,7 @@ class _ProjectedFullAttention(torch.autograd.Function):
         y = y.mul_(x) if module.fusion == "mul" else y.add_(x)
         ctx.module, ctx.autocast = module, _autocast_state(x.device.type)
         ctx.save_for_backward(x, channel_mean, pooled)
-        return y.relu_()
+        return y if module.gate == "identity" else y.relu_()
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -88,20 +99,24 @@ class _ProjectedFullAttention(torch.autograd.Function):
             channel_mean = channel_mean.detach().requires_grad_()
             pooled = pooled.detach().requires_grad_()
             u, s = module.project(channel_mean, pooled)
-        a = compose(u.detach(), s.detach(), x)
+        needs_a = module.fusion == "mul" or module.gate != "identity"
+        a = compose(u.detach(), s.detach(), x) if needs_a else None
         if module.fusion == "mul":
-            # A > 0 everywhere (products of sigmoids and softmax weights), so relu(A*X) is active exactly where X > 0.
-            grad_z = torch.ops.aten.threshold_backward(grad_y, x, 0)
+            # A > 0 everywhere (products of sigmoids and softmax weights), so A*X has the sign of X.
+            grad_z = _gate_backward(grad_y, x, module.gate)
             grad_a = grad_z * x
         else:
-            grad_a = grad_z = torch.ops.aten.threshold_backward(grad_y, a.add_(x), 0)
+            grad_a = grad_z = _gate_backward(grad_y, x if module.gate == "identity" else a.add_(x), module.gate)
         grad_u, grad_s = compose_grads(u.detach(), s.detach(), grad_a.flatten(3))
         wanted = [channel_mean, pooled] + [p for p, need in zip(params, ctx.needs_input_grad[2:], strict=True) if need]
         grads = iter(torch.autograd.grad((u, s), wanted, (grad_u, grad_s), allow_unused=True))
         grad_mean, grad_pooled = next(grads), next(grads)
         # dX = dZ * (A or 1) + the two means' broadcast gradients, accumulated in buffers we own.
         from_mean = grad_mean.unsqueeze(2).to(x.dtype) / x.shape[2]
-        grad_x = torch.addcmul(from_mean, a, grad_z, out=a) if module.fusion == "mul" else grad_z.add_(from_mean)
+        if module.fusion == "mul":
+            grad_x = torch.addcmul(from_mean, a, grad_z, out=a)
+        else:
+            grad_x = grad_z + from_mean if grad_z is grad_y else grad_z.add_(from_mean)
         grad_x.add_(grad_pooled[..., None, None].to(x.dtype), alpha=1 / (x.shape[3] * x.shape[4]))
         grad_params = [next(grads) if need else None for need in ctx.needs_input_grad[2:]]
         return grad_x, None, *grad_params
@@ -113,7 +128,14 @@ class PFA(nn.Module):
     Args:
         T: time steps; C: channels; rank: R, the number of rank-1 terms ("connecting factor").
         kernel_size: odd size of the spatial projection's convolution (3 in the paper).
-        fusion: "mul" -> relu(A * X) (default), "add" -> relu(A + X).
+        fusion: "mul" -> gate(A * X) (default), "add" -> gate(A + X).
+        gate: the output's non-linearity; A > 0, so on non-negative input (spikes) all three give the same values:
+            "relu" (default) -> ReLU, as the reference; its derivative is 0 at 0, so with "mul" no gradient passes
+                where X == 0, and none at all through a position where nothing fired;
+            "pass" -> ReLU whose derivative at 0 is 1: the same values on any input, and the gradient passes where
+                X == 0 (a spike can only rise from 0, so the right-hand derivative is the one that matters);
+            "identity" -> no non-linearity: the same values and gradients as "pass" on non-negative input, but
+                negative values (signed input, e.g. after batch norm) pass through instead of becoming 0.
         weights: how the R rank-1 terms are weighted, both learnable from theta = ones:
             "softmax" -> lambda = softmax(theta), 1/R at initialisation (the reference's CIFAR copy);
             "sum" -> lambda = R * softmax(theta), 1 at initialisation (its unweighted FMNIST and FSVAE copies).
@@ -121,7 +143,7 @@ class PFA(nn.Module):
     """
 
     def __init__(self, T: int, C: int, rank: int, kernel_size: int = 3, fusion: str = "mul", weights: str = "softmax",
-                 layout: str = "TNCHW"):
+                 layout: str = "TNCHW", gate: str = "relu"):
         super().__init__()
         self.T, self.C, self.rank = _positive_int("T", T), _positive_int("C", C), _positive_int("rank", rank)
         if _positive_int("kernel_size", kernel_size) % 2 == 0:
@@ -132,7 +154,9 @@ class PFA(nn.Module):
             raise ValueError(f"PFA: weights must be one of {WEIGHTINGS}, got {weights!r}")
         if layout not in LAYOUTS:
             raise ValueError(f"PFA: layout must be one of {LAYOUTS}, got {layout!r}")
-        self.kernel_size, self.fusion, self.weights, self.layout = kernel_size, fusion, weights, layout
+        if gate not in GATES:
+            raise ValueError(f"PFA: gate must be one of {GATES}, got {gate!r}")
+        self.kernel_size, self.fusion, self.weights, self.layout, self.gate = kernel_size, fusion, weights, layout, gate
         self.spatial = nn.Conv2d(T, rank, kernel_size, padding=kernel_size // 2)
         self.temporal = nn.Linear(C, rank)
         self.channel = nn.Linear(T, rank)
@@ -140,7 +164,12 @@ class PFA(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"T={self.T}, C={self.C}, rank={self.rank}, fusion={self.fusion!r}, weights={self.weights!r}, "
-                f"layout={self.layout!r}")
+                f"layout={self.layout!r}, gate={self.gate!r}")
+
+    @property
+    def stops_gradient_where_silent(self) -> bool:
+        """Whether no gradient crosses the module where its input is 0: the ReLU gate with fusion "mul"."""
+        return self.gate == "relu" and self.fusion == "mul"
 
     def rank_weights(self) -> torch.Tensor:
         """lambda = softmax(theta), times R for weights="sum"."""

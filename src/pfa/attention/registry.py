@@ -1,6 +1,6 @@
 """The one attention registry: every model, `attach`, the report and every `--attention` flag build modules here.
 
-    make_attention("pfa", T=12, C=128, rank=8)      # PFA
+    make_attention("pfa", T=12, C=128, rank=8)      # PFA (options kernel_size, fusion, weights, gate)
     make_attention("ma", T=12, C=128)               # MA-SNN, spikingjelly's MultiDimensionalAttention
     make_attention("ta", T=12, C=128)               # TA-SNN, spikingjelly's TemporalWiseAttention
     make_attention("tcja", T=12, C=128)             # TCJA-SNN (pfa.attention.tcja)
@@ -63,8 +63,9 @@ def _none(T: int, C: int) -> nn.Module:
 
 
 @register("pfa", PFA)
-def _pfa(T: int, C: int, rank: int = 8, kernel_size: int = 3, fusion: str = "mul", weights: str = "softmax") -> PFA:
-    return PFA(T, C, rank, kernel_size=kernel_size, fusion=fusion, weights=weights)
+def _pfa(T: int, C: int, rank: int = 8, kernel_size: int = 3, fusion: str = "mul", weights: str = "softmax",
+         gate: str = "relu") -> PFA:
+    return PFA(T, C, rank, kernel_size=kernel_size, fusion=fusion, weights=weights, gate=gate)
 
 
 def temporal_reduction(T: int) -> int:

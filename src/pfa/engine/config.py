@@ -46,6 +46,8 @@ def default_device() -> str:
 class ConfigRules:
     """What `parse_config` asks of a config dataclass beyond its fields; the defaults suit a plain command."""
 
+    # The task's name in pfa.tasks, recorded in checkpoints and config.yaml (None: not a training task).
+    TASK: ClassVar[str | None] = None
     # A folder of recipes (<name>.yaml) and, through `recipe_name`, the one that applies.
     RECIPES: ClassVar[Path | None] = None
     # Fields an entry point does not use: no flag, refused in YAML, left out of config.yaml.

@@ -18,9 +18,10 @@ An entry point parses its config, builds its data and model, and hands them to `
 `task.train_step` under autocast, backward through a GradScaler, a device-side finiteness check of the loss and the
 gradients, `optimizer.step()`, `task.after_optimizer_step(model)`,
 `spikingjelly.activation_based.functional.reset_net`; `scheduler.step()`; evaluation with `task.eval_step`; the
-record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns; `checkpoint_latest.pth` and, when
+record `task.record(...)` plus whatever `task.on_epoch_end(...)` returns (metrics.jsonl adds the learning rate,
+the epoch's seconds and the load average: `lr`, `seconds`, `load1`); `checkpoint_latest.pth` and, when
 `task.monitor` improved, `checkpoint_best.pth`, then TensorBoard, `metrics.json` and `metrics.jsonl` (rank 0 only);
-after the last epoch `curves.png` (pfa.study.plots.training_curves of the whole history).
+after the last epoch `curves.png` (pfa.engine.curves.training_curves of the whole history).
 Step metrics are batch means weighted by `StepResult.count`, summed over all processes. Hooks get `epoch`, the 0-based
 index of the epoch being run; a record's "epoch" is the number of epochs completed.
 
@@ -38,6 +39,7 @@ the resumed epoch: the learning rate follows the new schedule as if it had appli
 import contextlib
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,10 +54,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from pfa.engine import rundir
 from pfa.engine.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
 from pfa.engine.config import TrainConfig, save_config, saved_provenance
+from pfa.engine.curves import training_curves
 from pfa.engine.distributed import ShardSampler, broadcast_object, init_process, shutdown
 from pfa.engine.losses import classification_loss, firing_rate
 from pfa.engine.meter import Divergence, EpochMeter
-from pfa.engine.runlog import RunLog, Throttle, progress
+from pfa.engine.runlog import RunLog, Throttle, metrics_of, progress
 from pfa.engine.state import (
     build_optimizer,
     build_scheduler,
@@ -66,7 +69,6 @@ from pfa.engine.state import (
 )
 from pfa.errors import UserError
 from pfa.files import clean_temporaries, write_json
-from pfa.study.plots import training_curves
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best", "config")
 
@@ -150,10 +152,10 @@ class Run:
         return self.process.is_main
 
     def prepare_dir(self, changes: dict[str, Any] | None = None, resumed_at: int | None = None,
-                    files: dict[str, dict] | None = None) -> None:
+                    files: dict[str, dict] | None = None, facts: dict[str, Any] | None = None) -> None:
         """Create and claim the run directory, clean what a killed run left half written and save config.yaml, once;
         refuses to overwrite another run's results. `changes` are the schedule settings a resume changed; `files` are
-        JSON files to write beside config.yaml."""
+        JSON files to write beside config.yaml; `facts` (task, parameters, training-set size) go into its provenance."""
         if self._prepared:
             return
         if self.dir.exists() and not self.dir.is_dir():
@@ -169,16 +171,16 @@ class Run:
                 raise UserError(f"cannot create --out-dir {self.dir}: {e.strerror}; choose another folder") from None
             self._lock = rundir.claim(self.dir)
             clean_temporaries(self.dir)
-            self._write_config(changes, resumed_at)
+            self._write_config(changes, resumed_at, facts or {})
             for name, data in (files or {}).items():
                 write_json(self.dir / name, data)
             print(f"run directory: {self.dir}", flush=True)
 
-    def _write_config(self, changes: dict[str, Any] | None, resumed_at: int | None) -> None:
+    def _write_config(self, changes: dict[str, Any] | None, resumed_at: int | None, facts: dict[str, Any]) -> None:
         path = self.dir / "config.yaml"
         now = rundir.provenance()
         if resumed_at is None:
-            record = now
+            record = {**now, **facts}
         else:
             record = saved_provenance(path) or {}
             entry = {"at_epoch": resumed_at, "command": now["command"], "host": now["host"],
@@ -318,8 +320,9 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
     if run.process.distributed:
         net = DistributedDataParallel(model, device_ids=[run.device] if run.device.type == "cuda" else None)
     train_loader, test_loader = _loaders(run, train_set, test_set)
+    facts = {"task": cfg.TASK, "parameters": sum(p.numel() for p in model.parameters()), "train_size": len(train_set)}
     if cfg.eval_only:
-        run.prepare_dir(files=files)
+        run.prepare_dir(files=files, facts=facts)
         test = evaluate(run, net, task, test_loader)
         record = task.record(checkpoint["epoch"], {}, test)
         log = RunLog(run.dir, run.is_main)
@@ -338,13 +341,13 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
                 run.prepare_dir({}, resumed_at=start)
                 RunLog(run.dir, run.is_main, first_epoch=start, history=history).close()
                 _write_curves(run, history)
-                return history[-1]
+                return metrics_of(history[-1])
             raise UserError(f"{cfg.resume} has already trained {start} epochs; to go on, give --epochs above {start}")
         changes = restore_training(cfg, checkpoint, optimizer, scheduler, scaler)
         set_rng_state(checkpoint["rng"])
-    run.prepare_dir(changes, resumed_at=start if checkpoint is not None else None, files=files)
+    run.prepare_dir(changes, resumed_at=start if checkpoint is not None else None, files=files, facts=facts)
     log = run.log = RunLog(run.dir, run.is_main, first_epoch=start, history=history)
-    record = history[-1] if history else {}
+    record = metrics_of(history[-1]) if history else {}
     try:
         for epoch in range(start, cfg.epochs):
             started = time.perf_counter()
@@ -360,11 +363,14 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
             improved = _better(task, record[task.monitor], best)
             best = record[task.monitor] if improved else best
             record[f"best_{task.monitor}"] = best
-            history.append(json.loads(json.dumps(record)))  # plain types, as torch.load(weights_only=True) wants
+            timing = {"lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 3),
+                      "load1": os.getloadavg()[0]}
+            history.append(json.loads(json.dumps({**record, **timing})))  # plain types, as weights_only loading wants
             _check_weights(run, model, epoch)
             if run.is_main:  # the checkpoint first: metrics never describe an epoch that a crash could lose
                 state = {
-                    "arch": arch, "signature": model_signature(model), "epoch": epoch + 1, "best": best,
+                    "task": cfg.TASK, "arch": arch, "signature": model_signature(model), "epoch": epoch + 1,
+                    "best": best,
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "scaler": scaler.state_dict(), "rng": rng_state(), "config": cfg.to_dict(), "history": history,
@@ -373,7 +379,7 @@ def fit(run: Run, model: nn.Module, task: Task, train_set: Dataset, test_set: Da
                 if improved:
                     save_checkpoint(run.dir / "checkpoint_best.pth", state)
             log.steps(epoch, step_losses)
-            log.epoch(record, {"lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started})
+            log.epoch(record, timing)
         log.hparams(cfg.to_dict(), record)
     finally:
         log.close()

@@ -19,6 +19,27 @@ from tqdm import tqdm
 from pfa.errors import UserError
 from pfa.files import atomic_write, write_json
 
+HISTORY = "metrics.jsonl"
+TIMING = ("lr", "seconds", "load1")  # what a metrics.jsonl line adds to the epoch's metrics (not in metrics.json)
+
+
+def metrics_of(line: dict) -> dict:
+    """A metrics.jsonl line without its timing: the epoch's metrics, as metrics.json holds them."""
+    return {k: v for k, v in line.items() if k not in TIMING}
+
+
+def read_history(run_dir: Path) -> list[dict]:
+    """A run's records in epoch order, from its metrics.jsonl ([] when it has none); a resumed epoch's last line."""
+    path = Path(run_dir) / HISTORY
+    if not path.exists():
+        return []
+    by_epoch = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_epoch[record["epoch"]] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
 
 def progress(iterable: Iterable, desc: str, enabled: bool) -> tqdm:
     """A tqdm bar on a terminal; silent in logs, pipes and on ranks other than 0."""
@@ -64,9 +85,9 @@ class RunLog:
         purge_step = first_epoch + 1 if first_epoch else None  # drop events a resumed run is about to rewrite
         self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
         if history:
-            with atomic_write(run_dir / "metrics.jsonl", "w") as f:
+            with atomic_write(run_dir / HISTORY, "w") as f:
                 f.writelines(json.dumps(record) + "\n" for record in history)
-            write_json(run_dir / "metrics.json", history[-1])
+            write_json(run_dir / "metrics.json", metrics_of(history[-1]))
 
     def steps(self, epoch: int, losses: torch.Tensor) -> None:
         """The loss of each of the epoch's training steps, read from the device once."""
@@ -76,25 +97,27 @@ class RunLog:
         for i, value in enumerate(losses.tolist()):
             self.writer.add_scalar("train/step_loss", value, first + i)
 
-    def epoch(self, record: dict, extra_scalars: dict | None = None) -> None:
-        """Log one epoch's record ({"epoch": e, "train_loss": ..., ...}) everywhere."""
+    def epoch(self, record: dict, timing: dict | None = None) -> None:
+        """Log one epoch's record ({"epoch": e, "train_loss": ..., ...}) and its `timing` (lr, seconds, load1):
+        TensorBoard and metrics.jsonl get both, metrics.json the record."""
         if not self.enabled:
             return
         step = record["epoch"]
-        for key, value in {**record, **(extra_scalars or {})}.items():
+        line = {**record, **(timing or {})}
+        for key, value in line.items():
             if key != "epoch" and _scalar(value):
                 self.writer.add_scalar(key.replace("_", "/", 1) if "_" in key else f"run/{key}", value, step)
         self.writer.flush()
         try:
-            with open(self.run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            with open(self.run_dir / HISTORY, "a") as f:
+                f.write(json.dumps(line) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as e:
-            raise UserError(f"cannot write {self.run_dir / 'metrics.jsonl'}: {e.strerror}; the checkpoint of epoch "
+            raise UserError(f"cannot write {self.run_dir / HISTORY}: {e.strerror}; the checkpoint of epoch "
                             f"{record['epoch']} is saved: free space, then resume") from None
         write_json(self.run_dir / "metrics.json", record)
-        print(" ".join(f"{k}={_format(v)}" for k, v in {**record, **(extra_scalars or {})}.items()), flush=True)
+        print(" ".join(f"{k}={_format(v)}" for k, v in line.items()), flush=True)
 
     def hparams(self, settings: dict, final: dict) -> None:
         """The run's settings beside its final metrics, for TensorBoard's HPARAMS tab."""

@@ -1,13 +1,14 @@
-"""The reference Fashion-MNIST network (SPEC.md), with its width, T, rank and attention configurable.
+"""The reference Fashion-MNIST network, with its width, T, rank, attention and PFA's options configurable.
 
     static conv 1->w + BN (computed once, repeated over T)
     LIF -> maxpool -> conv w->w + BN -> attention -> LIF -> maxpool                   28 -> 14 -> 7
     dropout -> FC 49w -> 16w -> LIF -> dropout -> FC 16w -> 10 -> LIF                 (w = 128: 6272 -> 2048 -> 10)
 
 The output is the last LIF's spikes [T, N, 10]; their mean over T is the prediction (pfa.engine.losses' convention).
-As in the reference: PFA with fusion "add" and the unweighted sum of its R terms (weights "sum"), and neurons that do
-not detach their reset. Each max pooling runs fused with the neuron before it, and dropout is pfa.lif.layers' (the
-reference's numbers, faster on CPU; dropout draws its masks from another random stream).
+As in the reference (the defaults, PFA_OPTIONS): PFA with fusion "add", the unweighted sum of its R terms (weights
+"sum") and the ReLU gate, and neurons that do not detach their reset. Each max pooling runs fused with the neuron
+before it, and dropout is pfa.lif.layers' (the reference's numbers, faster on CPU; dropout draws its masks from
+another random stream).
 """
 
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from pfa.lif.layers import Dropout, SpikingMaxPool2d
 from pfa.models.layers import spiking_neuron, to_time_first
 
 NEURON = {"detach_reset": False}
-PFA_OPTIONS = {"fusion": "add", "weights": "sum"}
+PFA_OPTIONS = {"fusion": "add", "weights": "sum", "gate": "relu"}
 
 
 def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
@@ -47,18 +48,21 @@ class FashionMNISTNet(nn.Module):
     make_pfa: factory (T, C, rank) -> PFA module, to swap in another implementation (the benchmark does);
     channels_last: keep the convolutions' weights and so every feature map channels-last (faster convolution and
     pooling on CPU; the LIF and PFA keep the layout). The same numbers up to rounding either way.
+    fusion, weights, gate: PFA's options (`pfa.attention.projected_full.PFA`; the reference's by default).
     """
 
     def __init__(self, T: int = 4, width: int = 128, rank: int = 4, attention: str = "pfa", dropout: float = 0.7,
                  neuron: Callable[[], nn.Module] | None = None, make_pfa: Callable[..., nn.Module] | None = None,
-                 channels_last: bool = True):
+                 channels_last: bool = True, fusion: str = PFA_OPTIONS["fusion"],
+                 weights: str = PFA_OPTIONS["weights"], gate: str = PFA_OPTIONS["gate"]):
         super().__init__()
         self.T = T
         neuron = neuron or (lambda: spiking_neuron(**NEURON))
         if make_pfa is not None and attention == "pfa":
             attention_module = make_pfa(T, width, rank)
         else:
-            attention_module = make_attention(attention, T, width, rank=rank, **PFA_OPTIONS)
+            attention_module = make_attention(attention, T, width, rank=rank, fusion=fusion, weights=weights,
+                                              gate=gate)
         self.static_conv = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
         self.features = nn.Sequential(
             SpikingMaxPool2d(neuron()),

@@ -1,9 +1,10 @@
-"""Matplotlib figures of runs: training curves, a sweep's accuracy bands and rank curve, spike rates and SOPs.
+"""Matplotlib figures of studies: a sweep's accuracy bands and rank curve, a report's spike rates and SOPs; and the
+command that draws a run's curves or a report's chart again:
 
     python -m pfa.plots curves RUN_DIR [-o curves.png]          # loss and accuracy per epoch of one run
     python -m pfa.plots report report.json [-o report.png]      # spike rate and SOPs per layer (--report's JSON)
 
-A run's per-epoch history is its `history.jsonl` (written by `pfa.study.sweep`) or `metrics.jsonl`, one record per line.
+A run's per-epoch history is its `metrics.jsonl`, one record per line.
 """
 
 import argparse
@@ -16,44 +17,9 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from pfa.cli import guarded
+from pfa.engine.curves import save_figure, training_curves
+from pfa.engine.runlog import HISTORY, read_history
 from pfa.errors import UserError
-from pfa.study.sweep import HISTORY, read_history
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
-
-
-def curve_metrics(history: list[dict]) -> list[str]:
-    """The metrics with a test value per epoch, loss first: loss and acc of a classifier; loss, recon_loss, ... of
-    a generative model (whose training metrics carry no "train_" prefix)."""
-    names = dict.fromkeys(k[len("test_"):] for r in history for k in r if k.startswith("test_"))
-    return sorted(names, key=lambda name: name != "loss")
-
-
-def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
-    """One panel per metric of `curve_metrics` (loss, accuracy, ...) against epoch, train and test."""
-    epochs = [r["epoch"] for r in history]
-    metrics = curve_metrics(history)
-    fig = Figure(figsize=(5 * len(metrics), 3.8), layout="constrained")
-    for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
-        train_key = f"train_{metric}" if any(f"train_{metric}" in r for r in history) else metric
-        for key, label, style in ((train_key, "train", "-o"), (f"test_{metric}", "test", "-s")):
-            if any(key in r for r in history):
-                ax.plot(epochs, [r.get(key, np.nan) for r in history], style, label=label)
-        name = "accuracy" if metric == "acc" else metric.replace("_", " ")
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        ax.set_ylabel(name)
-        ax.set_title(f"{name} per epoch")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
 
 
 def accuracy_bands(groups: dict[str, list[list[dict]]], path: Path, key: str = "test_acc", title: str = "") -> Path:
@@ -73,7 +39,7 @@ def accuracy_bands(groups: dict[str, list[list[dict]]], path: Path, key: str = "
     ax.set_title(title or f"{key.replace('_', ' ')} per epoch: mean ± std over seeds")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_against_rank(ranked: dict[float, list[float]], baselines: dict[str, list[float]], path: Path,
@@ -100,7 +66,7 @@ def accuracy_against_rank(ranked: dict[float, list[float]], baselines: dict[str,
     ax.set_title(title or "accuracy against PFA's rank (bands: mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def report_chart(report: dict, path: Path, title: str = "") -> Path:
@@ -128,9 +94,11 @@ def report_chart(report: dict, path: Path, title: str = "") -> Path:
                                                     ("C2", "inside attention"))]
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars
     ax.grid(axis="x", alpha=0.3)
+    estimate = report.get("energy", {}).get("estimate_pj_per_sample")
+    cost = f"; estimated {estimate / 1e3:,.1f} nJ per sample (45 nm figures, not a measurement)" if estimate else ""
     fig.suptitle(title or f"model report on {report['samples']} samples, "
-                 f"{report['parameters']['total']:,} parameters")
-    return _save(fig, path)
+                 f"{report['parameters']['total']:,} parameters{cost}")
+    return save_figure(fig, path)
 
 
 @guarded
@@ -147,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.what == "curves":
         history = read_history(Path(args.run_dir))
         if not history:
-            raise UserError(f"{args.run_dir} holds no {HISTORY} or metrics.jsonl; give a run folder of pfa.study.sweep")
+            raise UserError(f"{args.run_dir} holds no {HISTORY}; give the folder of a run that finished an epoch")
         out = training_curves(history, Path(args.output or Path(args.run_dir) / "curves.png"), Path(args.run_dir).name)
     else:
         try:

@@ -1,37 +1,29 @@
 """A sweep's report: runs.csv (one row per finished run), summary.md (mean ± std over seeds) and plots.
 
 Accuracy is compared at the end of training (`final_test_acc`): the best epoch is chosen on the test set itself and so
-flatters every configuration. A configuration is "better (worse) by more than the seed-to-seed spread" than a
-baseline when the difference of the means is larger than the standard deviation over seeds of either configuration;
-Welch's t-test p-value is given beside it (with 3 seeds a weak test: read it as a hint, not a verdict).
+flatters every configuration. A configuration is compared with a baseline on the seeds both ran, in pairs: the mean
+of the per-seed differences, its 95 % confidence interval (t distribution) and the paired t-test's p-value; without
+two shared seeds, Welch's interval and test on the two groups. The verdict is "better" or "worse" only where the
+interval excludes 0, and "no evidence either way" where it holds 0.
 """
 
 import csv
 import datetime
+import math
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from pfa.study.sweep import RunSpec, Study, read_history, read_json, read_json_yaml, status
+from pfa.engine.config import PROVENANCE
+from pfa.engine.runlog import read_history
+from pfa.study.sweep import RunSpec, Study, read_json, read_json_yaml, status
 
 COLUMNS = ("run_id", "attention", "rank", "fusion", "seed", "epochs", "best_test_acc", "final_test_acc", "parameters",
            "train_images_per_s", "wall_seconds", "mean_load1", "command")
-
-
-def _fmnist(config: dict) -> dict:
-    """Parameters, training-set size and PFA's fusion of a Fashion-MNIST run, from its config.yaml."""
-    from pfa.models.fmnist import PFA_OPTIONS, FashionMNISTNet
-
-    model = FashionMNISTNet(config["time_steps"], config["width"], config["rank"], config["attention"],
-                            config["dropout"])
-    return {"parameters": sum(p.numel() for p in model.parameters()), "train_size": config["train_samples"] or 60000,
-            "fusion": f"{PFA_OPTIONS['fusion']}/{PFA_OPTIONS['weights']}"}
-
-
-ENTRIES = {"FMNIST/run.py": _fmnist}  # what the report cannot read from a run folder, per entry point
 
 
 def run_row(study: Study, spec: RunSpec) -> dict | None:
@@ -41,14 +33,14 @@ def run_row(study: Study, spec: RunSpec) -> dict | None:
         return None
     config, metrics, history = read_json_yaml(run_dir / "config.yaml"), read_json(run_dir / "metrics.json"), \
         read_history(run_dir)
-    info = ENTRIES[study.entry](config) if study.entry in ENTRIES else {}
+    info = config.get(PROVENANCE) or {}  # the task, parameter count and training-set size recorded by the run
     seconds = [r["seconds"] for r in history if "seconds" in r]
     uses_pfa = config.get("attention") == "pfa"
     return {
         "run_id": spec.id,
         "attention": config.get("attention", ""),
         "rank": config.get("rank", "") if "rank" in spec.values or uses_pfa else "",
-        "fusion": config.get("fusion", info.get("fusion", "")) if uses_pfa else "",
+        "fusion": "/".join(str(config[k]) for k in ("fusion", "weights", "gate") if k in config) if uses_pfa else "",
         "seed": config["seed"],
         "epochs": metrics["epoch"],
         "best_test_acc": metrics.get("best_test_acc", ""),
@@ -83,23 +75,68 @@ def _pct(mean: float, std: float) -> str:
     return f"{100 * mean:.2f} ± {100 * std:.2f}"
 
 
+@dataclass
+class Difference:
+    """a - b: its estimate, 95 % confidence interval and two-sided p-value."""
+
+    mean: float
+    low: float
+    high: float
+    p: float
+
+    @property
+    def verdict(self) -> str:
+        return "better" if self.low > 0 else "worse" if self.high < 0 else "no evidence either way"
+
+
+def _t_interval(mean: float, se: float, df: float) -> Difference:
+    if se == 0:  # every pair differs by the same amount (e.g. identical runs): no spread to test against
+        return Difference(mean, mean, mean, 1.0 if mean == 0 else 0.0)
+    half = float(stats.t.ppf(0.975, df)) * se
+    return Difference(mean, mean - half, mean + half, float(2 * stats.t.sf(abs(mean) / se, df)))
+
+
+def paired_difference(a: list[float], b: list[float]) -> Difference:
+    """a - b over the pairs (a[i], b[i]), e.g. two configurations on the same seed: the paired t-test and its
+    interval, with n - 1 degrees of freedom."""
+    d = np.asarray(a, float) - np.asarray(b, float)
+    return _t_interval(float(d.mean()), float(d.std(ddof=1)) / math.sqrt(len(d)), len(d) - 1)
+
+
+def welch_difference(a: list[float], b: list[float]) -> Difference:
+    """mean(a) - mean(b) of two independent groups: Welch's t-test and interval (Welch-Satterthwaite degrees of
+    freedom)."""
+    va, vb = float(np.var(a, ddof=1)) / len(a), float(np.var(b, ddof=1)) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if va + vb else 1.0
+    return _t_interval(float(np.mean(a) - np.mean(b)), math.sqrt(va + vb), df)
+
+
+def compare(rows: list[dict], base: list[dict]) -> tuple[Difference, str] | None:
+    """Final accuracy of `rows` minus `base` and how it was tested: paired by seed where two or more seeds ran in
+    both, else Welch's; None with fewer than 2 runs a side."""
+    a = {r["seed"]: r["final_test_acc"] for r in rows}
+    b = {r["seed"]: r["final_test_acc"] for r in base}
+    shared = sorted(set(a) & set(b))
+    if len(shared) >= 2:
+        seeds = ", ".join(map(str, shared))
+        return paired_difference([a[s] for s in shared], [b[s] for s in shared]), f"paired over seeds {seeds}"
+    if len(a) >= 2 and len(b) >= 2:
+        return welch_difference(list(a.values()), list(b.values())), f"Welch, n = {len(a)} vs {len(b)}"
+    return None
+
+
 def comparisons(groups: dict[str, list[dict]], baselines: list[str]) -> list[str]:
-    """One line per (configuration, baseline): gain in final accuracy, spreads, Welch's p, and the verdict."""
+    """One line per (configuration, baseline): the difference in final accuracy, its 95 % interval, p and the
+    verdict."""
     lines = []
     for base in baselines:
-        b = [r["final_test_acc"] for r in groups[base]]
         for label, rows in groups.items():
-            if label in baselines or len(rows) < 2 or len(b) < 2:
+            found = None if label in baselines else compare(rows, groups[base])
+            if found is None:
                 continue
-            a = [r["final_test_acc"] for r in rows]
-            gain = np.mean(a) - np.mean(b)
-            spread = max(np.std(a, ddof=1), np.std(b, ddof=1))
-            p = stats.ttest_ind(a, b, equal_var=False).pvalue
-            verdict = ("better by more than" if gain > spread else "worse by more than" if gain < -spread
-                       else "within")
-            lines.append(f"- {label} vs {base}: {100 * gain:+.2f} points; the larger seed std is {100 * spread:.2f} "
-                         f"points, so {label} is **{verdict}** the seed-to-seed spread (Welch p = {p:.2f}, "
-                         f"n = {len(a)} vs {len(b)}).")
+            diff, test = found
+            lines.append(f"- {label} vs {base}: {100 * diff.mean:+.2f} points (95 % CI {100 * diff.low:+.2f} to "
+                         f"{100 * diff.high:+.2f}; {test}, p = {diff.p:.3f}): **{diff.verdict}**.")
     return lines
 
 
@@ -142,7 +179,7 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         f"# {study.name}",
         "",
         f"{len(rows)} of {len(specs)} runs finished ({len(groups)} of {len(labels)} configurations have at least one). "
-        f"Entry `{study.entry}` with {flags}; grid {', '.join(study.grid)}. Every run is reproduced by its `command` "
+        f"Task `{study.task}` with {flags}; grid {', '.join(study.grid)}. Every run is reproduced by its `command` "
         "in runs.csv; the whole study (continuing where it stopped) by:",
         "",
         f"    {command}",
@@ -156,19 +193,24 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         header,
         *table,
         "",
-        "## Does a configuration beat the baselines by more than the seed-to-seed spread?",
+        "## Does a configuration beat the baselines?",
         "",
-        "Final test accuracy; the gain is the difference of the means over seeds.",
+        "Final test accuracy, configuration minus baseline, in points. Runs of the same seed are compared in pairs: "
+        "the mean of the per-seed differences, its 95 % confidence interval (t distribution) and the paired t-test's "
+        "p-value (Welch's test where no two seeds ran in both). **better** or **worse** only where the interval "
+        "excludes 0; where it holds 0, **no evidence either way**. With 3 seeds the interval reaches 4.3 standard "
+        "errors either side of the mean.",
         "",
         *(comparisons(groups, [b for b in baselines if b in groups])
-          or ["- not enough finished runs to estimate the seed-to-seed spread (it needs 2 seeds of a configuration and "
-              "of a baseline), so no verdict yet: a difference between single runs is not evidence either way."]),
+          or ["- not enough finished runs for a test (it needs 2 seeds of a configuration and of a baseline), so no "
+              "verdict yet: a difference between single runs is not evidence either way."]),
         "",
         "## What this study does not show",
         "",
         "- The quick profile trains a narrow network for a few epochs; the reference recipe (width 128, 200 epochs) "
         "may rank the configurations differently.",
-        "- A few seeds measure the spread only roughly; a difference smaller than it is not evidence either way.",
+        "- A few seeds give wide intervals: \"no evidence either way\" is not evidence of no difference.",
+        "- Each comparison is tested on its own at 95 %: among several, one may come out better or worse by chance.",
         "- One dataset; nothing here speaks for event data or larger images.",
         "- Speed was measured on a shared machine (load average below); compare it between rows only roughly.",
         "",

@@ -6,7 +6,7 @@
 STUDY.yaml::
 
     name: fmnist-attention          # results/<name>/
-    entry: FMNIST/run.py            # run as `python ENTRY FLAGS... --out-dir results/<name>/runs/<run-id>`
+    task: fmnist                    # run as `python -m pfa.train TASK FLAGS... --out-dir results/<name>/runs/<run-id>`
     flags: {quick: true, device: cpu}
     env: {OMP_NUM_THREADS: 1}       # optional: environment of every run (also written into its command)
     notes: ["..."]                  # optional: facts about the runs that summary.md must carry
@@ -17,8 +17,8 @@ STUDY.yaml::
         - {attention: pfa, rank: 4}
 
 A run is finished when its metrics.json has `epoch` equal to the `epochs` of its config.yaml; finished runs are skipped
-and an interrupted one continues from its checkpoint_latest.pth (`--resume`). Each epoch's metrics.json, with the load
-average of the machine at that moment, is appended to the run's history.jsonl.
+and an interrupted one continues from its checkpoint_latest.pth (`--resume`). A run's history is the engine's own
+metrics.jsonl (metrics, learning rate, seconds and load average of every epoch).
 """
 
 import argparse
@@ -34,15 +34,15 @@ from pathlib import Path
 import yaml
 
 from pfa.cli import guarded
+from pfa.engine.runlog import HISTORY
 from pfa.errors import UserError
-
-HISTORY = "history.jsonl"
+from pfa.tasks import task_names
 
 
 @dataclass
 class Study:
     name: str
-    entry: str
+    task: str
     flags: dict
     grid: dict
     root: Path
@@ -63,7 +63,7 @@ class RunSpec:
     flags: dict
 
     def argv(self, study: Study) -> list[str]:
-        args = [sys.executable, study.entry]
+        args = [sys.executable, "-m", "pfa.train", study.task]
         for key, value in self.flags.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -73,7 +73,7 @@ class RunSpec:
         return args + ["--out-dir", str(study.dir / "runs" / self.id)]
 
     def command(self, study: Study) -> str:
-        """The shell command that reproduces this run from the repository root."""
+        """The shell command that reproduces this run (from the folder holding the results folder)."""
         return " ".join([*(f"{k}={shlex.quote(str(v))}" for k, v in study.env.items()),
                          shlex.join(["python", *self.argv(study)[1:]])])
 
@@ -84,17 +84,17 @@ def load_study(path: str, root: str = "results") -> Study:
     except (OSError, yaml.YAMLError) as e:
         raise UserError(f"cannot read the study {path} ({type(e).__name__}); give a YAML file with name, entry, "
                         "flags and grid") from None
-    if not isinstance(data, dict) or not {"name", "entry", "grid"} <= set(data):
-        raise UserError(f"study {path} must be a mapping with at least name, entry and grid; "
+    if not isinstance(data, dict) or not {"name", "task", "grid"} <= set(data):
+        raise UserError(f"study {path} must be a mapping with at least name, task and grid; "
                         "see python -m pfa.sweep -h")
     grid = data["grid"]
     if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
         raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values")
-    if not Path(data["entry"]).is_file():
-        raise UserError(f"study {path}: entry {data['entry']} does not exist; run from the repository root")
+    if data["task"] not in task_names():
+        raise UserError(f"study {path}: task {data['task']!r} is not one of {', '.join(task_names())}")
     env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
     notes = [str(n) for n in data.get("notes") or []]
-    return Study(str(data["name"]), str(data["entry"]), dict(data.get("flags") or {}), grid, Path(root), env, notes)
+    return Study(str(data["name"]), str(data["task"]), dict(data.get("flags") or {}), grid, Path(root), env, notes)
 
 
 def _slug(value) -> str:
@@ -120,20 +120,6 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def read_history(run_dir: Path) -> list[dict]:
-    """A run's records in epoch order, from history.jsonl (or an engine's metrics.jsonl); a resumed epoch's last."""
-    for name in (HISTORY, "metrics.jsonl"):
-        path = Path(run_dir) / name
-        if path.exists():
-            by_epoch = {}
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    by_epoch[record["epoch"]] = record
-            return [by_epoch[e] for e in sorted(by_epoch)]
-    return []
-
-
 def status(run_dir: Path) -> str:
     """'finished', 'resume' (has a checkpoint to continue from) or 'new'."""
     metrics, config = read_json(run_dir / "metrics.json"), read_json_yaml(run_dir / "config.yaml")
@@ -147,14 +133,6 @@ def read_json_yaml(path: Path) -> dict | None:
         return yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError):
         return None
-
-
-def _parse_epoch_line(line: str) -> dict | None:
-    """The engine prints `epoch=3 train_loss=... lr=... seconds=...` after each epoch; its extra scalars are wanted."""
-    if not line.startswith("epoch="):
-        return None
-    fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
-    return {k: float(fields[k]) for k in ("lr", "seconds") if k in fields}
 
 
 def train(study: Study, spec: RunSpec, log=sys.stdout) -> int:
@@ -172,12 +150,6 @@ def train(study: Study, spec: RunSpec, log=sys.stdout) -> int:
     for line in process.stdout:
         log.write(line)
         log.flush()
-        extra = _parse_epoch_line(line)
-        if extra is not None:
-            record = read_json(run_dir / "metrics.json") or {}
-            record.update(extra, load1=os.getloadavg()[0])
-            with open(run_dir / HISTORY, "a") as f:
-                f.write(json.dumps(record) + "\n")
     return process.wait()
 
 

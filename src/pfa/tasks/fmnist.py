@@ -8,13 +8,14 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from pfa.attention.projected_full import FUSIONS, GATES, WEIGHTINGS
 from pfa.attention.registry import attention_kinds
 from pfa.data.fashion_mnist import CLASSES, load_fashion_mnist
 from pfa.data.subsets import train_test_subsets
 from pfa.engine.config import arg
 from pfa.engine.loop import ClassificationTask, Run, fit
 from pfa.errors import UserError
-from pfa.models.fmnist import FashionMNISTNet
+from pfa.models.fmnist import PFA_OPTIONS, FashionMNISTNet
 from pfa.tasks import TaskSpec, recipe_folder
 from pfa.tasks.outputs import OutputConfig, write_outputs
 
@@ -31,9 +32,15 @@ class FMNISTConfig(OutputConfig):
     rank: int = arg(4, "PFA's rank R (connecting factor)")
     width: int = arg(128, "channels of both convolutions (the reference: 128)")
     attention: str = arg("pfa", "attention after the second convolution", choices=attention_kinds())
+    fusion: str = arg(PFA_OPTIONS["fusion"], "PFA's output: gate(A * X) or gate(A + X)", choices=FUSIONS)
+    weights: str = arg(PFA_OPTIONS["weights"], "weights of PFA's R terms: a softmax (summing to 1) or R times it "
+                       "(1 each at initialisation)", choices=WEIGHTINGS)
+    gate: str = arg(PFA_OPTIONS["gate"], "PFA's output gate: the ReLU; the ReLU with gradient 1 at 0; none",
+                    choices=GATES)
     dropout: float = arg(0.7, "dropout probability before each fully connected layer")
     workers: int = arg(0, "data-loading worker processes (the data sit in memory)")
 
+    TASK = TASK_NAME
     RECIPES = RECIPES
     FLAG_RECIPES = ("quick",)
 
@@ -50,13 +57,22 @@ class FMNISTConfig(OutputConfig):
             raise UserError(f"--dropout must be in [0, 1), got {self.dropout}")
 
 
+def pfa_options(cfg: FMNISTConfig) -> dict[str, str]:
+    """PFA's fusion, weights and gate as configured."""
+    return {name: getattr(cfg, name) for name in PFA_OPTIONS}
+
+
 def describe(cfg: FMNISTConfig) -> str:
-    """The architecture, for checkpoints: a checkpoint from another one is refused."""
-    return f"FashionMNISTNet(T={cfg.time_steps}, width={cfg.width}, rank={cfg.rank}, attention={cfg.attention})"
+    """The architecture, for checkpoints: a checkpoint from another one is refused. PFA's options appear where they
+    are not the reference's, so the strings of checkpoints written before they were options still match."""
+    changed = {k: v for k, v in pfa_options(cfg).items() if v != PFA_OPTIONS[k]} if cfg.attention == "pfa" else {}
+    options = "".join(f", {k}={v}" for k, v in changed.items())
+    return (f"FashionMNISTNet(T={cfg.time_steps}, width={cfg.width}, rank={cfg.rank}, attention={cfg.attention}"
+            f"{options})")
 
 
 def build_model(cfg: FMNISTConfig) -> FashionMNISTNet:
-    return FashionMNISTNet(cfg.time_steps, cfg.width, cfg.rank, cfg.attention, cfg.dropout)
+    return FashionMNISTNet(cfg.time_steps, cfg.width, cfg.rank, cfg.attention, cfg.dropout, **pfa_options(cfg))
 
 
 def rebuild(cfg: FMNISTConfig) -> tuple[FashionMNISTNet, Dataset]:

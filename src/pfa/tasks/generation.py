@@ -65,6 +65,7 @@ class GenerationConfig(OutputConfig):
     weight_decay: float = arg(1e-3, "weight decay")
     scheduler: str = arg("none", "learning-rate schedule, stepped once per epoch", choices=("cosine", "step", "none"))
 
+    TASK = "generation"
     RECIPES = RECIPES
     FLAG_RECIPES = tuple(CHANNELS)
 

@@ -170,7 +170,7 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         table.append(f"| {label} | {len(runs)} | {_pct(*final)} | {_pct(*best)} | {runs[0]['parameters']} | "
                      f"{speed:.0f} | {wall:.0f} |")
     labels = list(dict.fromkeys(configuration(s) for s in specs))
-    baselines = [label for label in labels if label.split()[0] in ("none", "ma")]
+    baselines = study.baselines or [label for label in labels if label.split()[0] in ("none", "ma")]
     flags = " ".join(f"{k}={v}" for k, v in study.flags.items())
     done = {r["run_id"] for r in rows}
     pending = [f"{s.id} ({_progress(study.dir / 'runs' / s.id)})" for s in specs if s.id not in done]

@@ -10,6 +10,7 @@ STUDY.yaml::
     flags: {quick: true, device: cpu}
     env: {OMP_NUM_THREADS: 1}       # optional: environment of every run (also written into its command)
     notes: ["..."]                  # optional: facts about the runs that summary.md must carry
+    baselines: ["none"]             # optional: the configurations the others are tested against (default: none, ma)
     grid:                           # the product of the lists, the first key varying slowest
       seed: [1, 2, 3]
       model:                        # an item that is a mapping sets several flags at once (the key only names the axis)
@@ -48,6 +49,7 @@ class Study:
     root: Path
     env: dict
     notes: list
+    baselines: list | None = None
 
     @property
     def dir(self) -> Path:
@@ -94,7 +96,9 @@ def load_study(path: str, root: str = "results") -> Study:
         raise UserError(f"study {path}: task {data['task']!r} is not one of {', '.join(task_names())}")
     env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
     notes = [str(n) for n in data.get("notes") or []]
-    return Study(str(data["name"]), str(data["task"]), dict(data.get("flags") or {}), grid, Path(root), env, notes)
+    baselines = [str(b) for b in data["baselines"]] if data.get("baselines") else None
+    return Study(str(data["name"]), str(data["task"]), dict(data.get("flags") or {}), grid, Path(root), env, notes,
+                 baselines)
 
 
 def _slug(value) -> str:

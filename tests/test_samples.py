@@ -71,7 +71,7 @@ def test_cli_writes_files_and_refuses_an_existing_root(tmp_path, capsys):
     assert samples.main(["--dataset", "cifar10dvs", "--root", str(tmp_path), "--per-class", "1"]) == 0
     assert sorted(p.name for p in (tmp_path / "extract").iterdir()) == sorted(samples.CIFAR10DVS_CLASSES)
     before = sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("*.aedat"))
-    assert samples.main(["--dataset", "cifar10dvs", "--root", str(tmp_path)]) == 1
+    assert samples.main(["--dataset", "cifar10dvs", "--root", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "already holds extract" in err and err.count("\n") == 1
     assert sorted(p.stat().st_mtime_ns for p in tmp_path.rglob("*.aedat")) == before

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pfa import sweep as sweep_command
 from pfa.engine.runlog import read_history
 from pfa.study import sweep
 from pfa.study.summary import COLUMNS
@@ -45,7 +46,7 @@ def swept(tmp_path_factory):
         for _ in range(2):
             logs.append(io.StringIO())
             assert sweep.sweep(study, logs[-1]) == []
-        sweep.main([str(tmp / "tiny.yaml"), "--results", str(tmp / "results"), "--report"])
+        sweep_command.main([str(tmp / "tiny.yaml"), "--results", str(tmp / "results"), "--report"])
     return study, [log.getvalue() for log in logs]
 
 
@@ -103,6 +104,6 @@ def test_command_column_reproduces_the_run(swept, tmp_path):
 def test_bad_study_is_one_line(tmp_path, capsys):
     (tmp_path / "bad.yaml").write_text("name: x\ntask: fmnist\ngrid: {seed: 1}\n")
     with pytest.raises(SystemExit) as exit_info:
-        sweep.main([str(tmp_path / "bad.yaml")])
+        sweep_command.main([str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2
     assert "grid must map each flag" in capsys.readouterr().err

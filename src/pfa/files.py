@@ -2,6 +2,7 @@
 (`FolderLock`), shared by run folders and dataset preparation."""
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -12,6 +13,17 @@ from pathlib import Path
 from typing import IO, Any
 
 from pfa.errors import UserError
+
+# Refusals of the file system rather than mistakes of the program: entry points report them in one line.
+STORAGE_ERRORS = {errno.ENOSPC: "free space and try again", errno.EDQUOT: "free space and try again",
+                  errno.EROFS: "choose a writable folder", errno.EACCES: "choose a folder you can write to",
+                  errno.EPERM: "choose a folder you can write to", errno.ENOENT: "its folder was removed"}
+
+
+def storage_error(path: str | os.PathLike | None, error: OSError, kept: str = "", verb: str = "write") -> UserError:
+    """One line for a write the file system refused: what, why, and what to do (`kept`: what survived it)."""
+    hint = STORAGE_ERRORS.get(error.errno, "check the folder")
+    return UserError(f"cannot {verb} {path or error.filename}: {error.strerror or error}{kept}; {hint}")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -41,8 +53,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
-        raise UserError(f"cannot write {path}: {e.strerror or e}; the previous version, if any, is kept; free space "
-                        "or choose another --out-dir") from None
+        raise storage_error(path, e, "; the previous version, if any, is kept") from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -103,6 +114,13 @@ class FolderLock:
             return None  # its writer died before finishing it
         return holder if isinstance(holder, dict) and {"host", "pid"} <= set(holder) else None
 
+    def live_holder(self) -> dict[str, Any] | None:
+        """The holder while it holds the lock: a live process of this host, or any process of another host."""
+        holder = self.holder()
+        if holder is None or holder["host"] != socket.gethostname():
+            return holder
+        return holder if _alive(int(holder["pid"]), holder.get("started")) else None
+
     def acquire(self) -> "FolderLock":
         me = {"host": socket.gethostname(), "pid": os.getpid(), "started": process_start_time(os.getpid())}
         announced = False
@@ -128,14 +146,13 @@ class FolderLock:
                 time.sleep(self.POLL_S)
                 continue
             except OSError as e:
-                raise UserError(f"cannot create {self.path}: {e.strerror}; choose a folder you can write to") from None
+                raise storage_error(self.path, e) from None
             try:
                 with os.fdopen(fd, "w") as f:
                     json.dump(me, f)
             except OSError as e:
                 self.path.unlink(missing_ok=True)
-                raise UserError(f"cannot write {self.path}: {e.strerror}; free space or choose another folder"
-                                ) from None
+                raise storage_error(self.path, e) from None
             return self
         raise UserError(f"could not lock {self.folder}: other processes keep taking {self.path}")
 

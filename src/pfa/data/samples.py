@@ -182,7 +182,8 @@ def write_samples(dataset: str, root, per_class: int | None = None, seed: int = 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(WRITERS))
+    parser.add_argument("--dataset", required=True, choices=sorted(WRITERS),
+                        help="whose raw format to write (nmnist serves the tests of the readers; no task trains it)")
     parser.add_argument("--root", required=True, help="dataset root, later passed as --data-dir")
     parser.add_argument("--per-class", type=int, default=None, help="recordings per class (default depends on dataset)")
     parser.add_argument("--seed", type=int, default=0)
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
         written = write_samples(args.dataset, args.root, args.per_class, args.seed)
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {len(written)} {args.dataset} recordings under {Path(args.root) / 'extract'}")
     return 0
 

@@ -7,6 +7,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+_control: dist.ProcessGroup | None = None  # gloo: small host-side values, whatever the default group's backend
+
 
 @dataclass(frozen=True)
 class Process:
@@ -41,10 +43,15 @@ def init_process(device: str) -> tuple[Process, torch.device]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda"
                                 else None)
+    global _control
+    if _control is None:
+        _control = dist.new_group(backend="gloo") if dist.get_backend() != "gloo" else dist.group.WORLD
     return process, device
 
 
 def shutdown() -> None:
+    global _control
+    _control = None
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -61,6 +68,15 @@ def all_reduce_min(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
     return tensor
+
+
+def max_over_processes(value: int) -> int:
+    """The largest of every process's `value`, exchanged on the host (itself when not distributed)."""
+    if not dist.is_initialized():
+        return value
+    box = torch.tensor([value])
+    dist.all_reduce(box, op=dist.ReduceOp.MAX, group=_control)
+    return int(box)
 
 
 def broadcast_object(obj):

@@ -34,6 +34,11 @@ def claim(folder: Path) -> FolderLock:
     return FolderLock(folder, LOCK, "in use", "wait for it to end or choose another --out-dir").acquire()
 
 
+def holder(folder: Path) -> dict | None:
+    """The process that holds folder/run.lock now ({"host", "pid", ...}), None when no live process does."""
+    return FolderLock(folder, LOCK, "in use", "").live_holder()
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True,

@@ -164,6 +164,9 @@ class LIF(base.MemoryModule):
                 f"LIF: expected a floating-point input [T, N, ...] with at least 2 dimensions, "
                 f"got shape {list(x_seq.shape)} and dtype {x_seq.dtype}"
             )
+        if x_seq.shape[0] == 0:
+            raise LIFError(f"LIF: the input [T, N, ...] has T = 0 time steps (shape {list(x_seq.shape)}); give at "
+                           "least one step")
         v0 = self._initial_state(x_seq)
         function = self._function(x_seq, v0)
         if function is _lif_cpu.CpuMultiStepLIF:

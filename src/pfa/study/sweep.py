@@ -20,13 +20,17 @@ STUDY.yaml::
 A run is finished when its metrics.json has `epoch` equal to the `epochs` of its config.yaml; finished runs are skipped
 and an interrupted one continues from its checkpoint_latest.pth (`--resume`). A run's history is the engine's own
 metrics.jsonl (metrics, learning rate, seconds and load average of every epoch).
+
+A run that another process holds (its run.lock, e.g. a second sweep of the same file) is skipped as running elsewhere,
+not failed. SIGINT or SIGTERM is passed on to the run in progress, which stops after its current step; the sweep then
+records it as cut (resumable), stops, and exits with 130 or 143: the same command continues it.
 """
 
-import argparse
 import itertools
 import json
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -34,10 +38,14 @@ from pathlib import Path
 
 import yaml
 
-from pfa.cli import guarded
+from pfa.engine import rundir
+from pfa.engine.config import load_yaml
 from pfa.engine.runlog import HISTORY
-from pfa.errors import UserError
+from pfa.engine.stop import StopSignals
+from pfa.errors import Interrupted, UserError
 from pfa.tasks import task_names
+
+PLAIN = str | int | float | bool  # what a flag, an environment variable or a grid value may be
 
 
 @dataclass
@@ -80,25 +88,49 @@ class RunSpec:
                          shlex.join(["python", *self.argv(study)[1:]])])
 
 
+def _plain_mapping(value, what: str, path: str, empty: bool = True) -> dict:
+    """`value` checked to be a mapping of names to plain values (None: {} where `empty` allows it)."""
+    value = {} if value is None and empty else value
+    if not isinstance(value, dict) or not (value or empty) or not all(
+            isinstance(k, str) and isinstance(v, PLAIN) for k, v in value.items()):
+        raise UserError(f"study {path}: {what} must be a mapping of names to plain values, e.g. {{device: cpu}}; got "
+                        f"{value!r:.80}")
+    return value
+
+
 def load_study(path: str, root: str = "results") -> Study:
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise UserError(f"cannot read the study {path} ({type(e).__name__}); give a YAML file with name, entry, "
-                        "flags and grid") from None
-    if not isinstance(data, dict) or not {"name", "task", "grid"} <= set(data):
-        raise UserError(f"study {path} must be a mapping with at least name, task and grid; "
-                        "see python -m pfa.sweep -h")
+    data = load_yaml(path, "study")
+    missing = [key for key in ("name", "task", "grid") if key not in data]
+    if missing:
+        raise UserError(f"study {path} lacks {', '.join(missing)}; a study is a mapping with at least name, task and "
+                        "grid (see python -m pfa.sweep -h)")
+    name = data["name"]
+    if not isinstance(name, str | int) or isinstance(name, bool) or not str(name).strip() or "/" in str(name) or str(
+            name).startswith("."):
+        raise UserError(f"study {path}: name must be a folder name for {root}/<name>/ (not empty, no '/', not "
+                        f"starting with '.'); got {name!r}")
     grid = data["grid"]
-    if not isinstance(grid, dict) or not all(isinstance(v, list) and v for v in grid.values()):
-        raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values")
-    if data["task"] not in task_names():
+    if not isinstance(grid, dict) or not grid or not all(isinstance(k, str) and isinstance(v, list) and v
+                                                         for k, v in grid.items()):
+        raise UserError(f"study {path}: grid must map each flag (or axis name) to a non-empty list of values, e.g. "
+                        f"{{seed: [1, 2]}}; got {grid!r:.80}")
+    for key, items in grid.items():
+        for item in items:
+            if isinstance(item, dict):
+                _plain_mapping(item, f"grid item of {key}", path, empty=False)
+            elif not isinstance(item, PLAIN):
+                raise UserError(f"study {path}: grid values of {key} must be plain values or mappings of flags; got "
+                                f"{item!r:.80}")
+    if not isinstance(data["task"], str) or data["task"] not in task_names():
         raise UserError(f"study {path}: task {data['task']!r} is not one of {', '.join(task_names())}")
-    env = {str(k): str(v) for k, v in (data.get("env") or {}).items()}
-    notes = [str(n) for n in data.get("notes") or []]
+    env = {k: str(v) for k, v in _plain_mapping(data.get("env"), "env", path).items()}
+    flags = _plain_mapping(data.get("flags"), "flags", path)
+    notes = data.get("notes") or []
+    if not isinstance(notes, list):
+        raise UserError(f"study {path}: notes must be a list of lines; got {notes!r:.80}")
+    notes = [str(n) for n in notes]
     baselines = [str(b) for b in data["baselines"]] if data.get("baselines") else None
-    return Study(str(data["name"]), str(data["task"]), dict(data.get("flags") or {}), grid, Path(root), env, notes,
-                 baselines)
+    return Study(str(name), data["task"], flags, grid, Path(root), env, notes, baselines)
 
 
 def _slug(value) -> str:
@@ -139,8 +171,9 @@ def read_json_yaml(path: Path) -> dict | None:
         return None
 
 
-def train(study: Study, spec: RunSpec, log=sys.stdout) -> int:
-    """Run (or continue) one run to the end; returns the entry point's exit status."""
+def train(study: Study, spec: RunSpec, log=sys.stdout, stop: StopSignals | None = None) -> int:
+    """Run (or continue) one run to the end; returns the entry point's exit status. Signals `stop` records while the
+    run is in progress are passed on to it."""
     run_dir = study.dir / "runs" / spec.id
     argv = spec.argv(study)
     if status(run_dir) == "resume":
@@ -151,44 +184,66 @@ def train(study: Study, spec: RunSpec, log=sys.stdout) -> int:
     print(f"[sweep] {shlex.join(argv)}", file=log, flush=True)
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                env={**os.environ, **study.env, "PYTHONUNBUFFERED": "1"})
-    for line in process.stdout:
-        log.write(line)
-        log.flush()
-    return process.wait()
+    if stop is not None:
+        stop.on_signal = process.send_signal
+        if stop.signum:  # received while the run was starting
+            process.send_signal(stop.signum)
+    try:
+        for line in process.stdout:
+            log.write(line)
+            log.flush()
+        return process.wait()
+    finally:
+        if stop is not None:
+            stop.on_signal = None
+
+
+def _elsewhere(run_dir: Path) -> str | None:
+    """'pid N' (and host) of another process that holds the run now, None when none does."""
+    holder = rundir.holder(run_dir)
+    return None if holder is None else f"pid {holder['pid']} on {holder['host']}"
 
 
 def sweep(study: Study, log=sys.stdout) -> list[str]:
-    """Bring every run of the grid to its end; returns the ids of runs that failed."""
-    failed = []
+    """Bring every run of the grid to its end; returns the ids of runs that failed. Runs that another process holds
+    are skipped; SIGINT or SIGTERM stops the run in progress (resumable) and the sweep (Interrupted)."""
+    failed, elsewhere = [], []
     runs = expand(study)
     study.dir.mkdir(parents=True, exist_ok=True)
-    for i, spec in enumerate(runs, 1):
-        if status(study.dir / "runs" / spec.id) == "finished":
-            print(f"[sweep] {i}/{len(runs)} {spec.id}: finished, skipped", file=log, flush=True)
-            continue
-        print(f"[sweep] {i}/{len(runs)} {spec.id}", file=log, flush=True)
-        if train(study, spec, log) != 0:
-            failed.append(spec.id)
-            print(f"[sweep] {spec.id} failed; the grid goes on", file=log, flush=True)
+    with StopSignals() as stop:
+        for i, spec in enumerate(runs, 1):
+            run_dir = study.dir / "runs" / spec.id
+            where = f"[sweep] {i}/{len(runs)} {spec.id}"
+            if stop.signum:
+                break
+            if status(run_dir) == "finished":
+                print(f"{where}: finished, skipped", file=log, flush=True)
+                continue
+            holder = _elsewhere(run_dir)
+            if holder is not None:
+                print(f"{where}: running elsewhere ({holder}), skipped", file=log, flush=True)
+                elsewhere.append(spec.id)
+                continue
+            print(where, file=log, flush=True)
+            code = train(study, spec, log, stop)
+            if code == 0:
+                continue
+            if stop.signum:
+                print(f"[sweep] {spec.id} cut by {signal.Signals(stop.signum).name} (resumable)", file=log, flush=True)
+                break
+            if status(run_dir) == "finished":  # finished by another process meanwhile
+                print(f"[sweep] {spec.id} finished elsewhere", file=log, flush=True)
+            elif (holder := _elsewhere(run_dir)) is not None:
+                print(f"[sweep] {spec.id} running elsewhere ({holder}), skipped", file=log, flush=True)
+                elsewhere.append(spec.id)
+            else:
+                failed.append(spec.id)
+                print(f"[sweep] {spec.id} failed; the grid goes on", file=log, flush=True)
+    if stop.signum:
+        raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: the sweep of {study.name} stopped at run "
+                                       f"{i} of {len(runs)}; run the same command to continue it (finished runs are "
+                                       "skipped, a cut one resumes)")
+    if elsewhere:
+        print(f"[sweep] {len(elsewhere)} run(s) running elsewhere were skipped: {', '.join(elsewhere)}; run the same "
+              "command once they end to include them in the report", file=log, flush=True)
     return failed
-
-
-@guarded
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pfa.sweep", description=__doc__.splitlines()[0])
-    parser.add_argument("study", help="the study's YAML file")
-    parser.add_argument("--report", action="store_true", help="only write the report from the runs that finished")
-    parser.add_argument("--results", default="results", help="folder holding <name>/ (default: results)")
-    args = parser.parse_args(argv)
-    study = load_study(args.study, args.results)
-    failed = [] if args.report else sweep(study)
-    from pfa.study.summary import write_report  # matplotlib is imported only when a report is written
-
-    print(write_report(study, expand(study), command=shlex.join(["python", "-m", "pfa.sweep", args.study])))
-    if failed:
-        raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix, and rerun "
-                        "the same command (finished runs are skipped)")
-
-
-if __name__ == "__main__":
-    main()

@@ -212,5 +212,16 @@ def test_help_shows_what_each_recipe_sets_beside_the_default():
 
     assert "[default: 128; recipe quick: 32]" in line(FMNISTConfig, "--width")
     batch = line(CifarConfig, "--batch-size")
-    assert "[default: 128; recipe cifar10dvs: 32, ncaltech101: 32, dvsgesture: 32]" in batch
-    assert "recipe" not in line(CifarConfig, "--epochs")  # every recipe keeps the default
+    # every dataset has a recipe that sets it: the class default, which no run uses, is left out
+    assert "[recipe cifar10dvs: 32, ncaltech101: 32, dvsgesture: 32, fmnist-events: 64, cifar10: 128, cifar100: " \
+           "128]" in batch and "default: 128" not in batch
+    assert "default:" not in line(CifarConfig, "--epochs") and "cifar10dvs: 200" in line(CifarConfig, "--epochs")
+
+
+def test_config_reads_a_shipped_recipe_by_name_and_help_lists_them(tmp_path):
+    from pfa.tasks.cifar import CifarConfig
+
+    cfg = parse_config(CifarConfig, ["--config", "dvsgesture-reference-main", "--device", "cpu"])
+    assert (cfg.dataset, cfg.T, cfg.rank) == ("dvsgesture", 12, "8,8,8,8,64")
+    assert "recipesfor--configNAME:cifar10,cifar100,cifar10dvs,cifar10dvs-reference," in "".join(
+        build_parser(CifarConfig).format_help().split())

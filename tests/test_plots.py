@@ -33,6 +33,21 @@ def test_curves_of_a_generative_run_have_a_panel_per_tested_metric(tmp_path):
     assert _png(tmp_path / "curves.png")
 
 
+def test_one_epoch_gets_whole_axes_and_validation_its_own_line(monkeypatch):
+    drawn = []
+    monkeypatch.setattr(curves, "save_figure", lambda fig, path: drawn.append(fig))
+    curves.training_curves([{"epoch": 1, "train_loss": 0.5, "test_loss": 0.5, "train_acc": 1.0, "val_acc": 1.0,
+                             "test_acc": 1.0}], "unused.png")
+    loss, accuracy = drawn[0].axes
+    assert accuracy.get_ylim() == (0, 1.05) and list(accuracy.get_yticks()) == pytest.approx([0, .2, .4, .6, .8, 1])
+    assert loss.get_ylim() == pytest.approx((0, 0.55))
+    assert [line.get_label() for line in accuracy.lines] == ["train", "validation", "test"]
+    two = [{"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "train_acc": 0.8 + e / 100, "test_acc": 0.8}
+           for e in (1, 2)]
+    curves.training_curves(two, "unused.png")
+    assert drawn[1].axes[1].get_ylim()[0] > 0.7  # epochs that differ keep matplotlib's zoom
+
+
 def test_report_chart(tmp_path):
     report = {
         "samples": 4, "parameters": {"total": 1234}, "sops_per_sample": 5e4,

@@ -13,6 +13,7 @@ from pfa.attention.pictures import (
     label_name,
     save_attention_figures,
 )
+from pfa.attention.projected_full import PFA
 from pfa.models.vgg import SpikingVGG
 
 
@@ -75,3 +76,16 @@ def test_labels_by_name_index_or_not_at_all():
     names = ("cat", "dog")
     assert [label_name(1, names), label_name(torch.tensor(0), names), label_name(7, names)] == ["dog", "cat", "7"]
     assert label_name(3, None) == "3" and label_name(torch.zeros(40, dtype=torch.long), names) is None  # CelebA
+
+
+def test_many_steps_wrap_into_rows(tmp_path):
+    torch.manual_seed(0)
+    pfa = PFA(T=16, C=2, rank=2)
+    spikes = (torch.rand(16, 1, 2, 8, 8) < 0.3).float()
+    figure = attention_figure(pfa, spikes, torch.rand(1, 8, 8), "input")
+    top, _ = figure.subfigs
+    maps = [ax for ax in top.axes if ax.images][2:]
+    assert len(maps) == 16 and len({ax.get_subplotspec().rowspan.start for ax in maps}) == 2  # 2 rows of 8
+    figure.savefig(tmp_path / "wrapped.png", dpi=100)
+    with Image.open(tmp_path / "wrapped.png") as image:
+        assert image.size == (2100, 720)  # 2 + 8 columns of 2.1 in; 2 rows of steps and 1 of factors, 2.4 in each

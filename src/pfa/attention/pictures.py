@@ -3,6 +3,7 @@
 Two rows of heat maps, each with its colour bar:
 
     row 1:  the input (input_picture) | A averaged over H, W (T x C) | A averaged over C at t = 1..T
+            (the T maps wrap into rows of at most STEPS_PER_ROW)
     row 2:  temporal factors (R x T) | channel factors (R x C) | spatial factors r = 1..R (at most MAX_SPATIAL)
 
 Panels that are compared with each other (the T spatial maps of A; the R spatial factors) share one colour scale.
@@ -10,6 +11,7 @@ Works for any network holding a PFA module (the Fashion-MNIST CNN, the VGG and R
 the `index`-th PFA in `model.modules()` order, and its input is captured by a forward pre-hook.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from torch.utils.data import Dataset
 from pfa.attention.projected_full import PFA
 
 MAX_SPATIAL = 8
+STEPS_PER_ROW = 8
 CMAP = "viridis"
 
 
@@ -87,10 +90,13 @@ def attention_figure(pfa: PFA, spikes: torch.Tensor, image: torch.Tensor, title:
     attention = pfa.attention_map(spikes)
     attention = (attention[:, 0] if pfa.layout == "TNCHW" else attention[0].permute(3, 0, 1, 2)).float().cpu().numpy()
     T, R = pfa.T, pfa.rank
-    spatial = min(R, MAX_SPATIAL)
-    fig = Figure(figsize=(2.1 * (2 + max(T, spatial)), 4.8), layout="constrained")
-    top, bottom = fig.subfigures(2, 1)  # each row lays out its own panels and colour bars
-    first = top.subplots(1, 2 + T, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * T})
+    spatial, per_row = min(R, MAX_SPATIAL), min(T, STEPS_PER_ROW)
+    step_rows = math.ceil(T / per_row)
+    fig = Figure(figsize=(2.1 * (2 + max(per_row, spatial)), 2.4 * (step_rows + 1)), layout="constrained")
+    top, bottom = fig.subfigures(2, 1, height_ratios=[step_rows, 1])  # each lays out its own panels and colour bars
+    grid = top.add_gridspec(step_rows, 2 + per_row, width_ratios=[1.3, 1.3] + [1] * per_row)
+    first = [top.add_subplot(grid[:, 0]), top.add_subplot(grid[:, 1])]
+    first += [top.add_subplot(grid[t // per_row, 2 + t % per_row]) for t in range(T)]
     second = bottom.subplots(1, 2 + spatial, gridspec_kw={"width_ratios": [1.3, 1.3] + [1] * spatial})
     picture, label = input_picture(image)
     _show(top, first[0], picture, title, colourbar=picture.ndim == 2, xlabel=label)

@@ -61,6 +61,8 @@ def compose_grads(u: torch.Tensor, s: torch.Tensor, grad_a: torch.Tensor) -> tup
 
 
 def _autocast_state(device_type: str) -> dict:
+    if device_type == "meta":  # shapes only (pfa.engine.capacity): no autocast there
+        return {"device_type": device_type, "enabled": False, "dtype": torch.float32}
     return {
         "device_type": device_type,
         "enabled": torch.is_autocast_enabled(device_type),

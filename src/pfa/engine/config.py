@@ -63,12 +63,18 @@ class ConfigRules:
         """The recipe for these --config and flag values (a file stem in RECIPES), or None for the defaults alone."""
         return None
 
+    @classmethod
+    def recipe_optional(cls) -> bool:
+        """Whether a run may use no recipe at all (then --help shows the class defaults beside the recipes')."""
+        return True
+
 
 @dataclass
 class TrainConfig(ConfigRules):
-    """Fields every entry point shares (DESIGN.md's common flags)."""
+    """Fields every entry point shares: the common flags of every task."""
 
-    config: str | None = arg(None, "YAML file of field: value pairs, read first; flags given here override it")
+    config: str | None = arg(None, "YAML file of field: value pairs, or the name of a recipe shipped with the task "
+                             "(see the list below); read first, flags given here override it")
     data_dir: str | None = arg(None, "dataset root directory")
     out_dir: str | None = arg(None, "run directory: config, logs, checkpoints, metrics (default runs/<name>/<time>)")
     epochs: int = arg(200, "number of training epochs")
@@ -76,7 +82,8 @@ class TrainConfig(ConfigRules):
     device: str = arg(None, "torch device, e.g. cpu, cuda, cuda:1 (default: cuda if available, else cpu)",
                       default_factory=default_device)
     seed: int = arg(2022, "random seed; the same seed gives the same run")
-    resume: str | None = arg(None, "checkpoint to continue from (or to evaluate with --eval-only)")
+    resume: str | None = arg(None, "checkpoint to continue from: the run keeps the checkpoint's settings (schedule "
+                             "flags may change) and continues in its folder; with --eval-only, the one to evaluate")
     eval_only: bool = arg(False, "only evaluate the --resume checkpoint on the test set and write metrics.json")
     train_samples: int | None = arg(None, "use a fixed subset of this many training samples (quick runs)")
     test_samples: int | None = arg(None, "use a fixed subset of this many test samples (quick runs)")
@@ -102,6 +109,8 @@ class TrainConfig(ConfigRules):
                 _require(math.isfinite(value), f.name, value, "a finite number")
         for name in ("epochs", "batch_size"):
             _require(getattr(self, name) > 0, name, getattr(self, name), "a positive integer")
+        _require(self.batch_size <= MAX_BATCH, "batch_size", self.batch_size, f"at most {MAX_BATCH} (a batch larger "
+                 "than the data set is all of it)")
         for name in ("train_samples", "test_samples"):
             value = getattr(self, name)
             _require(value is None or value > 0, name, value, "a positive integer")
@@ -143,6 +152,8 @@ class TrainConfig(ConfigRules):
 
 
 C = TypeVar("C", bound=ConfigRules)
+
+MAX_BATCH = 2**31 - 1  # beyond any data set; larger ints overflow the data loaders
 
 # The resume rule: a resumed run takes every setting from its checkpoint. Flags may change RESUME_FREE fields, and the
 # SCHEDULE settings, which take effect from the resumed epoch (recorded in config.yaml); any other differing flag is
@@ -188,9 +199,10 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{message} (see --help)")
 
 
-def _default_text(default: Any, by_recipe: dict[str, Any]) -> str:
-    """' [default: 128; recipe cifar10dvs: 32, ...]' for --help, or '' when there is nothing to say."""
-    parts = [] if default is None else [f"default: {default}"]
+def _default_text(default: Any, by_recipe: dict[str, Any], every_recipe_sets_it: bool) -> str:
+    """' [default: 128; recipe cifar10dvs: 32, ...]' for --help, or '' when there is nothing to say; the class default
+    is left out where every recipe a flag can pick sets its own."""
+    parts = [] if default is None or every_recipe_sets_it else [f"default: {default}"]
     if by_recipe:
         parts.append("recipe " + ", ".join(f"{name}: {value}" for name, value in by_recipe.items()))
     return f" [{'; '.join(parts)}]" if parts else ""
@@ -207,8 +219,21 @@ def _flag_recipes(cls: type[ConfigRules]) -> dict[str, dict[str, Any]]:
     return recipes
 
 
+def _recipe_list(cls: type[ConfigRules]) -> str | None:
+    """--help's closing line: the recipes shipped with the task that --config NAME reads."""
+    names = sorted(p.stem for p in cls.RECIPES.glob("*.yaml")) if cls.RECIPES is not None else []
+    return f"recipes for --config NAME: {', '.join(names)}" if names else None
+
+
+def _config_file(cls: type[ConfigRules], given: str) -> Path:
+    """--config's file: the path given, or else the shipped recipe of that name."""
+    if Path(given).exists() or cls.RECIPES is None or not (cls.RECIPES / f"{given}.yaml").is_file():
+        return Path(given)
+    return cls.RECIPES / f"{given}.yaml"
+
+
 def build_parser(cls: type[ConfigRules], prog: str | None = None) -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0])
+    parser = _Parser(prog=prog, description=(cls.__doc__ or "").strip().splitlines()[0], epilog=_recipe_list(cls))
     hints = typing.get_type_hints(cls)
     recipes = _flag_recipes(cls)
     for f in dataclasses.fields(cls):
@@ -216,10 +241,11 @@ def build_parser(cls: type[ConfigRules], prog: str | None = None) -> argparse.Ar
             continue
         tp = _base_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        default = None if f.default is dataclasses.MISSING else f.default  # a computed default is told in the help
+        every = bool(recipes) and all(f.name in values for values in recipes.values()) and not cls.recipe_optional()
         by_recipe = {name: values[f.name] for name, values in recipes.items()  # not the field that picks the recipe
-                     if values.get(f.name, default) not in (default, name)}
-        text = (f.metadata.get("help", "") + _default_text(default, by_recipe)).replace("%", "%%")
+                     if values.get(f.name, default) != name and (every or values.get(f.name, default) != default)}
+        text = (f.metadata.get("help", "") + _default_text(default, by_recipe, every)).replace("%", "%%")
         kwargs = {"dest": f.name, "help": text, "default": argparse.SUPPRESS}
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
@@ -256,8 +282,14 @@ def _optional(tp) -> bool:
 def _inherit(cls: type[ConfigRules], given: dict[str, Any], path: str) -> dict[str, Any]:
     """The resume rule applied to the explicitly given values `given` (see RESUME_FREE above)."""
     from pfa.engine.checkpoint import load_checkpoint  # torch.load; only when resuming
+    from pfa.tasks import get_task, saved_task
 
-    saved = load_checkpoint(path, needs=("config",))["config"]
+    state = load_checkpoint(path, needs=("config",))
+    task = saved_task(state)
+    if cls.TASK is not None and task is not None and task != cls.TASK:
+        raise UserError(f"{path} is a checkpoint of the task {task} ({state['arch']}), not of {cls.TASK}; resume it "
+                        f"with python -m pfa.train {task} --resume {path} (or {get_task(task).script})")
+    saved = state["config"]
     names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)
     own = {name for k in cls.__mro__ for name in vars(k).get("RESUME_FREE", ())}
     free = set(RESUME_FREE) | own | (set(SCHEDULE) if not given.get("eval_only") else set())
@@ -304,7 +336,7 @@ def parse_config(cls: type[C], argv: list[str] | None = None, prog: str | None =
     """Defaults < recipe < --config YAML < flags; validated; UserError on anything wrong."""
     argv = sys.argv[1:] if argv is None else argv
     flags = vars(build_parser(cls, prog).parse_args(argv))
-    values = _yaml_values(cls, flags["config"], "--config") if flags.get("config") else {}
+    values = _yaml_values(cls, _config_file(cls, flags["config"]), "--config") if flags.get("config") else {}
     values.update(flags)
     if values.get("resume"):
         values = _inherit(cls, values, values["resume"])

@@ -1,4 +1,4 @@
-"""A run's training curves (curves.png): each metric per epoch, train and test."""
+"""A run's training curves (curves.png): each metric per epoch, train, validation (when held out) and test."""
 
 from pathlib import Path
 
@@ -21,16 +21,35 @@ def curve_metrics(history: list[dict]) -> list[str]:
     return sorted(names, key=lambda name: name != "loss")
 
 
+def _flat_limits(ax, values: list[float], accuracy: bool) -> None:
+    """Y limits for a panel of one epoch, or of values all equal, where matplotlib would zoom in to a few per cent of
+    them: accuracy on 0 to 1, anything else from 0 (or its minimum, if negative) to 10 % above its maximum."""
+    if accuracy:
+        ax.set_ylim(0, 1.05)
+        ax.set_yticks(np.linspace(0, 1, 6))
+        return
+    low, high = min(0.0, *values), max(0.0, *values)
+    span = (high - low) or 1.0
+    ax.set_ylim(low - 0.1 * span * (low < 0), high + 0.1 * span)
+
+
 def training_curves(history: list[dict], path: Path, title: str = "") -> Path:
-    """One panel per metric of `curve_metrics` (loss, accuracy, ...) against epoch, train and test."""
+    """One panel per metric of `curve_metrics` (loss, accuracy, ...) against epoch, train, validation and test."""
     epochs = [r["epoch"] for r in history]
     metrics = curve_metrics(history)
     fig = Figure(figsize=(5 * len(metrics), 3.8), layout="constrained")
     for ax, metric in zip(fig.subplots(1, len(metrics), squeeze=False)[0], metrics, strict=True):
         train_key = f"train_{metric}" if any(f"train_{metric}" in r for r in history) else metric
-        for key, label, style in ((train_key, "train", "-o"), (f"test_{metric}", "test", "-s")):
+        drawn = []
+        for key, label, style in ((train_key, "train", "-o"), (f"val_{metric}", "validation", "-^"),
+                                  (f"test_{metric}", "test", "-s")):
             if any(key in r for r in history):
-                ax.plot(epochs, [r.get(key, np.nan) for r in history], style, label=label)
+                values = [r.get(key, np.nan) for r in history]
+                ax.plot(epochs, values, style, label=label)
+                drawn += values
+        finite = [v for v in drawn if v is not None and np.isfinite(v)]
+        if finite and (len(history) == 1 or max(finite) == min(finite)):
+            _flat_limits(ax, finite, metric == "acc")
         name = "accuracy" if metric == "acc" else metric.replace("_", " ")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

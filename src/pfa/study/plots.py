@@ -103,7 +103,8 @@ def report_chart(report: dict, path: Path, title: str = "") -> Path:
 
 @guarded
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pfa.plots", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m pfa.plots",
+                                     description="Draw a run's training curves, or the chart of a --report, again.")
     sub = parser.add_subparsers(dest="what", required=True)
     curves = sub.add_parser("curves", help="loss and accuracy per epoch of one run")
     curves.add_argument("run_dir")

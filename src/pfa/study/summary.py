@@ -1,19 +1,17 @@
 """A sweep's report: runs.csv (one row per finished run), summary.md (mean ± std over seeds) and plots.
 
-Accuracy is compared at the end of training (`final_test_acc`): the best epoch is chosen on the test set itself and so
-flatters every configuration. A configuration is compared with a baseline on the seeds both ran, in pairs: the mean
-of the per-seed differences, its 95 % confidence interval (t distribution) and the paired t-test's p-value; without
-two shared seeds, Welch's interval and test on the two groups. The verdict is "better" or "worse" only where the
-interval excludes 0, and "no evidence either way" where it holds 0.
+Accuracy is compared at the best-validation epoch (`test_acc_at_best_val`) where every run held out a validation
+split, else at the end of training (`final_test_acc`); never at the best test epoch, which is chosen on the test set
+itself and so flatters every configuration. A configuration is compared with a baseline on the seeds both ran, in
+pairs: the mean of the per-seed differences, its 95 % confidence interval (t distribution) and the paired t-test's
+p-value; without two shared seeds, Welch's interval and test on the two groups. The verdict is "better" or "worse"
+only where the interval excludes 0, and "no evidence either way" where it holds 0.
 """
 
 import csv
-import datetime
 import math
-import os
-import platform
+from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy import stats
@@ -22,8 +20,14 @@ from pfa.engine.config import PROVENANCE
 from pfa.engine.runlog import read_history
 from pfa.study.sweep import RunSpec, Study, read_json, read_json_yaml, status
 
-COLUMNS = ("run_id", "attention", "rank", "fusion", "seed", "epochs", "best_test_acc", "final_test_acc", "parameters",
-           "train_images_per_s", "wall_seconds", "mean_load1", "command")
+COLUMNS = ("run_id", "attention", "rank", "fusion", "seed", "epochs", "best_test_acc", "final_test_acc",
+           "test_acc_at_best_val", "parameters", "spike_rate_mean", "sops_per_sample", "attention_ops_per_sample",
+           "energy_pj_per_sample", "train_images_per_s", "wall_seconds", "mean_load1", "command")
+
+
+def _rounded(value: float | None, digits: int) -> float | str:
+    """A number of a run's report.json (--report), rounded; "" where the run has none."""
+    return "" if value is None else round(value, digits)
 
 
 def run_row(study: Study, spec: RunSpec) -> dict | None:
@@ -34,6 +38,8 @@ def run_row(study: Study, spec: RunSpec) -> dict | None:
     config, metrics, history = read_json_yaml(run_dir / "config.yaml"), read_json(run_dir / "metrics.json"), \
         read_history(run_dir)
     info = config.get(PROVENANCE) or {}  # the task, parameter count and training-set size recorded by the run
+    report = read_json(run_dir / "report.json") or {}
+    tested = [r["test_acc"] for r in history if "test_acc" in r]
     seconds = [r["seconds"] for r in history if "seconds" in r]
     uses_pfa = config.get("attention") == "pfa"
     return {
@@ -43,9 +49,15 @@ def run_row(study: Study, spec: RunSpec) -> dict | None:
         "fusion": "/".join(str(config[k]) for k in ("fusion", "weights", "gate") if k in config) if uses_pfa else "",
         "seed": config["seed"],
         "epochs": metrics["epoch"],
-        "best_test_acc": metrics.get("best_test_acc", ""),
+        # a run with a validation set monitors val_acc: its best test epoch is read from the history
+        "best_test_acc": metrics.get("best_test_acc", max(tested, default="")),
         "final_test_acc": metrics.get("test_acc", ""),
+        "test_acc_at_best_val": metrics.get("test_acc_at_best_val", ""),
         "parameters": info.get("parameters", ""),
+        "spike_rate_mean": _rounded(report.get("spike_rate_mean"), 5),
+        "sops_per_sample": _rounded(report.get("sops_per_sample"), 0),
+        "attention_ops_per_sample": _rounded(report.get("attention_ops_per_sample"), 0),
+        "energy_pj_per_sample": _rounded(report.get("energy", {}).get("estimate_pj_per_sample"), 1),
         # epoch seconds include the epoch's evaluation of the test set: a slight underestimate of training speed
         "train_images_per_s": round(info["train_size"] * len(seconds) / sum(seconds), 1) if seconds and info else "",
         "wall_seconds": round(sum(seconds), 1) if seconds else "",
@@ -111,11 +123,22 @@ def welch_difference(a: list[float], b: list[float]) -> Difference:
     return _t_interval(float(np.mean(a) - np.mean(b)), math.sqrt(va + vb), df)
 
 
+ACCURACY_NAMES = {"test_acc_at_best_val": "Test accuracy at the best-validation epoch",
+                  "final_test_acc": "Final test accuracy"}
+
+
+def compared_accuracy(rows: list[dict]) -> str:
+    """The column comparisons use: test accuracy at the best-validation epoch where every run has it, else final."""
+    return "test_acc_at_best_val" if rows and all(r.get("test_acc_at_best_val") != "" for r in rows) else \
+        "final_test_acc"
+
+
 def compare(rows: list[dict], base: list[dict]) -> tuple[Difference, str] | None:
-    """Final accuracy of `rows` minus `base` and how it was tested: paired by seed where two or more seeds ran in
-    both, else Welch's; None with fewer than 2 runs a side."""
-    a = {r["seed"]: r["final_test_acc"] for r in rows}
-    b = {r["seed"]: r["final_test_acc"] for r in base}
+    """Accuracy (`compared_accuracy`) of `rows` minus `base` and how it was tested: paired by seed where two or more
+    seeds ran in both, else Welch's; None with fewer than 2 runs a side."""
+    key = compared_accuracy(rows + base)
+    a = {r["seed"]: r[key] for r in rows}
+    b = {r["seed"]: r[key] for r in base}
     shared = sorted(set(a) & set(b))
     if len(shared) >= 2:
         seeds = ", ".join(map(str, shared))
@@ -140,35 +163,64 @@ def comparisons(groups: dict[str, list[dict]], baselines: list[str]) -> list[str
     return lines
 
 
-def _machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return f"{model or platform.machine()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+def _provenance(study: Study, rows: list[dict]) -> list[str]:
+    """Where and with what the runs ran, from their own config.yaml (a resumed run counts each host and commit it
+    ran on), never from the machine writing the report."""
+    records = [(read_json_yaml(study.dir / "runs" / row["run_id"] / "config.yaml") or {}).get(PROVENANCE) or {}
+               for row in rows]
+    started = sorted(str(p["started"]) for p in records if p.get("started"))
+    hosts, commits, versions = Counter(), Counter(), Counter()
+    for p in records:
+        legs = [p, *p.get("resumed", [])]
+        hosts.update({leg["host"] for leg in legs if leg.get("host")})
+        commits.update({leg["git_commit"][:12] for leg in legs if leg.get("git_commit")})
+        if p.get("versions"):
+            versions[", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)] += 1
+
+    def counted(counter: Counter) -> str:
+        return "; ".join(f"{key} ({n} of {len(rows)} runs)" for key, n in counter.most_common()) or "not recorded"
+
+    return [f"- started: {started[0]} to {started[-1]}" if started else "- started: not recorded",
+            f"- hosts: {counted(hosts)}", f"- git commits: {counted(commits)}", f"- versions: {counted(versions)}"]
 
 
-def _versions() -> str:
-    import spikingjelly
-    import torch
+def _mean(runs: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in runs if r[key] != ""] or [np.nan]))
 
-    sj = getattr(spikingjelly, "__version__", None)
-    if sj is None:
-        from importlib.metadata import version
 
-        sj = version("spikingjelly")
-    return f"python {platform.python_version()}, torch {torch.__version__}, spikingjelly {sj}"
+def _table(rows: list[dict], groups: dict[str, list[dict]]) -> list[str]:
+    """summary.md's table: one line per configuration; the validation and cost columns where some run has them."""
+    columns = [
+        ("final test acc (%)", lambda runs: _pct(*_mean_std([r["final_test_acc"] for r in runs]))),
+        ("test acc at best val (%)", lambda runs: _pct(*_mean_std(
+            [r["test_acc_at_best_val"] for r in runs if r["test_acc_at_best_val"] != ""]))),
+        ("max over test epochs (optimistic) (%)", lambda runs: _pct(*_mean_std([r["best_test_acc"] for r in runs]))),
+        ("parameters", lambda runs: str(runs[0]["parameters"])),
+        ("spike rate", lambda runs: f"{_mean(runs, 'spike_rate_mean'):.4f}"),
+        ("SOPs per sample", lambda runs: f"{_mean(runs, 'sops_per_sample'):,.0f}"),
+        ("attention ops per sample", lambda runs: f"{_mean(runs, 'attention_ops_per_sample'):,.0f}"),
+        ("energy per sample (nJ, estimate)", lambda runs: f"{_mean(runs, 'energy_pj_per_sample') / 1e3:,.1f}"),
+        ("train images/s", lambda runs: f"{_mean(runs, 'train_images_per_s'):.0f}"),
+        ("wall s per run", lambda runs: f"{_mean(runs, 'wall_seconds'):.0f}"),
+    ]
+    optional = {"test acc at best val (%)": "test_acc_at_best_val", "spike rate": "spike_rate_mean",
+                "SOPs per sample": "sops_per_sample", "attention ops per sample": "attention_ops_per_sample",
+                "energy per sample (nJ, estimate)": "energy_pj_per_sample"}
+
+    def has(title: str, runs: list[dict]) -> bool:
+        return title not in optional or any(r[optional[title]] != "" for r in runs)
+
+    shown = [(title, cell) for title, cell in columns if has(title, rows)]
+    lines = ["| configuration | seeds | " + " | ".join(title for title, _ in shown) + " |",
+             "|---|---|" + "---|" * len(shown)]
+    lines += [f"| {label} | {len(runs)} | " + " | ".join(cell(runs) if has(title, runs) else "–"
+                                                          for title, cell in shown) + " |"
+              for label, runs in groups.items()]
+    return lines
 
 
 def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: dict[str, list[dict]],
                   command: str) -> str:
-    header = ("| configuration | seeds | final test acc (%) | best test acc (%) | parameters | train images/s |"
-              " wall s per run |\n|---|---|---|---|---|---|---|")
-    table = []
-    for label, runs in groups.items():
-        final, best = _mean_std([r["final_test_acc"] for r in runs]), _mean_std([r["best_test_acc"] for r in runs])
-        speed = np.mean([r["train_images_per_s"] for r in runs if r["train_images_per_s"] != ""] or [np.nan])
-        wall = np.mean([r["wall_seconds"] for r in runs if r["wall_seconds"] != ""] or [np.nan])
-        table.append(f"| {label} | {len(runs)} | {_pct(*final)} | {_pct(*best)} | {runs[0]['parameters']} | "
-                     f"{speed:.0f} | {wall:.0f} |")
     labels = list(dict.fromkeys(configuration(s) for s in specs))
     baselines = study.baselines or [label for label in labels if label.split()[0] in ("none", "ma")]
     flags = " ".join(f"{k}={v}" for k, v in study.flags.items())
@@ -186,16 +238,19 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         "",
         f"Not finished: {', '.join(pending)}." if pending else "All runs finished.",
         "",
-        "Mean ± standard deviation over seeds (sample std; `nan` with one seed). Final = after the last epoch; best = "
-        "the best epoch, chosen on the test set itself (optimistic). Train images/s counts each epoch's evaluation "
-        "time too.",
+        "Mean ± standard deviation over seeds (sample std; `nan` with one seed). Final = after the last epoch; at best "
+        "val = at the epoch of best validation accuracy (runs with --val-fraction: chosen without the test set); max "
+        "over test epochs = the best epoch chosen on the test set itself (optimistic). Spike rate, operations and "
+        "energy come from runs made with --report (on the first test batch); the energy is an estimate from "
+        "operation counts with 45 nm figures (0.9 pJ per accumulate, 4.6 pJ per multiply-accumulate), not a "
+        "measurement. Train images/s counts each epoch's evaluation time too.",
         "",
-        header,
-        *table,
+        *_table(rows, groups),
         "",
         "## Does a configuration beat the baselines?",
         "",
-        "Final test accuracy, configuration minus baseline, in points. Runs of the same seed are compared in pairs: "
+        f"{ACCURACY_NAMES[compared_accuracy(rows)]}, configuration minus baseline, in points. Runs of the same seed "
+        "are compared in pairs: "
         "the mean of the per-seed differences, its 95 % confidence interval (t distribution) and the paired t-test's "
         "p-value (Welch's test where no two seeds ran in both). **better** or **worse** only where the interval "
         "excludes 0; where it holds 0, **no evidence either way**. With 3 seeds the interval reaches 4.3 standard "
@@ -217,12 +272,11 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         *(["## Notes", "", *(f"- {note}" for note in study.notes), ""] if study.notes else []),
         "## Where",
         "",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {_machine()}",
+        "From the runs' config.yaml:",
+        "",
+        *_provenance(study, rows),
         f"- load average during the runs (mean of the 1-minute load at each epoch's end): "
         f"{np.mean(loads):.2f}" if loads else "- load average during the runs: not recorded",
-        f"- load average now (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        f"- versions: {_versions()}",
         "",
         "Plots: `test_acc.png` (test accuracy per epoch, mean ± std bands), `acc_vs_rank.png` (final test accuracy "
         "against PFA's rank, baselines as bands).",

@@ -17,14 +17,15 @@ from pfa.engine.loop import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models.fmnist import PFA_OPTIONS, FashionMNISTNet
 from pfa.tasks import TaskSpec, recipe_folder
-from pfa.tasks.outputs import OutputConfig, write_outputs
+from pfa.tasks.outputs import write_outputs
+from pfa.tasks.validation import ClassificationConfig, hold_out
 
 TASK_NAME = "fmnist"
 RECIPES = recipe_folder(TASK_NAME)
 
 
 @dataclass
-class FMNISTConfig(OutputConfig):
+class FMNISTConfig(ClassificationConfig):
     """Train the reference spiking CNN with PFA on Fashion-MNIST (defaults: the reference's full recipe)."""
 
     quick: bool = arg(False, "the CPU recipe quick.yaml (width 32, 3 epochs, ...); flags still override it")
@@ -84,9 +85,12 @@ def train(cfg: FMNISTConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     train_set, test_set = train_test_subsets(load_fashion_mnist(cfg.data_dir, train=True),
                                              load_fashion_mnist(cfg.data_dir, train=False), cfg)
+    train_set, val_set, files = hold_out(cfg, train_set, test_set)
     with Run(cfg, name=TASK_NAME) as run:
+        run.check_network(lambda: build_model(cfg))
         model = build_model(cfg).to(run.device)
-        record = fit(run, model, ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, test_set, describe(cfg))
+        record = fit(run, model, ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, test_set, describe(cfg),
+                     files=files, val_set=val_set)
         write_outputs(run, model, test_set, CLASSES)
     return record
 

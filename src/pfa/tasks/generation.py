@@ -188,6 +188,7 @@ def train(cfg: GenerationConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     train_set, test_set = train_test_subsets(*load_generation_data(cfg.dataset, cfg.data_dir, cfg.input_size), cfg)
     with Run(cfg, name=f"generation-{cfg.dataset}") as run:
+        run.check_network(lambda: build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)))
         model = build_model(cfg, math.ceil(len(train_set) / cfg.batch_size)).to(run.device)
         wanted = run.is_main and cfg.fid_every > 0 and not cfg.eval_only
         metrics = SampleMetrics(cfg, CHANNELS[cfg.dataset], train_set, test_set) if wanted else None

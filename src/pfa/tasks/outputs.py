@@ -26,8 +26,9 @@ from pfa.study.report import format_report, model_report, save_report
 class OutputConfig(TrainConfig):
     """TrainConfig plus --report and --save-attention; subclasses declare the field `attention`."""
 
-    report: bool = arg(False, "after training (or --eval-only): print parameters, spike rates and synaptic operations "
-                       "per layer on the first test batch; save them as report.json and report.png")
+    report: bool = arg(False, "after training (or --eval-only): print parameters, spike rates, synaptic operations "
+                       "(AC, MAC) per layer and an energy estimate on the first test batch; save them as report.json "
+                       "and report.png")
     save_attention: int = arg(0, "after training (or --eval-only): write attention/testNNNNN.png, PFA's input, maps "
                               "and factors, for this many test inputs")
 

@@ -45,7 +45,7 @@ def _histogram(events, height, width):
     return counts
 
 
-@pytest.mark.parametrize("name", ef.DATASETS)
+@pytest.mark.parametrize("name", samples.WRITERS)  # the downloaded datasets
 def test_sample_files_become_frames_with_the_right_shape_counts_and_labels(tmp_path, name):
     written = samples.write_samples(name, tmp_path, per_class=2, seed=1)
     data = nm.build_neuromorphic(name, tmp_path, T, progress=False, workers=2)
@@ -118,7 +118,7 @@ def test_load_split_rejects_a_damaged_file(tmp_path):
         nm.load_split(tmp_path / "split.json")
 
 
-@pytest.mark.parametrize("name", ef.DATASETS)
+@pytest.mark.parametrize("name", samples.WRITERS)  # the downloaded datasets
 def test_missing_raw_data_says_what_to_download_from_where_to_where(tmp_path, name):
     with pytest.raises(UserError) as error:
         nm.build_neuromorphic(name, tmp_path, T, progress=False)

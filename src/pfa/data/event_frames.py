@@ -1,9 +1,11 @@
 """Event-camera recordings through spikingjelly 2: raw files → ``events_np`` → frames, with errors a user can act on.
 
 On-disk layout under ``root`` (spikingjelly's): ``download/`` (the official archives) → ``extract/`` → ``events_np/`` →
-``frames_number_{T}_split_by_{number|time}/``. A new ``T`` or ``split_by`` builds a new frame folder next to the cached
-ones; nothing is overwritten. Samples are float32 tensors ``[T, 2, H, W]`` (polarity channels; H×W = 128×128 for
-CIFAR10-DVS and DVS128 Gesture, 180×240 for N-Caltech101, 34×34 for N-MNIST); pooling to 48×48 is the model's job.
+``frames_number_{T}_split_by_{number|time}/``; Fashion-MNIST events have no archives: ``pfa.data.fmnist_events`` writes
+their ``extract/``. A new ``T`` or ``split_by`` builds a new frame folder next to the cached ones; nothing is
+overwritten. Samples are float32 tensors ``[T, 2, H, W]`` (polarity channels; H×W = 128×128 for CIFAR10-DVS and DVS128
+Gesture, 180×240 for N-Caltech101, 34×34 for N-MNIST, 32×32 for Fashion-MNIST events); pooling to 48×48 is the
+model's job.
 Train/test splits and the datasets built on these frames live in ``pfa.data.neuromorphic``.
 """
 
@@ -33,6 +35,18 @@ LOCK_NAME = ".pfa-build.lock"
 BUSY_HINT = "wait for it to finish, or delete the lock if that process is gone"
 
 
+class FashionMNISTEvents(NMNIST):
+    """Fashion-MNIST recorded by ``pfa.data.fmnist_events``: N-MNIST's layout and ATIS files on a 32x32 sensor."""
+
+    @classmethod
+    def get_H_W(cls) -> tuple[int, int]:
+        return 32, 32
+
+    @classmethod
+    def resource_url_md5(cls) -> list:
+        return []
+
+
 @dataclass(frozen=True)
 class _Spec:
     """What pfa needs to know about one spikingjelly dataset class."""
@@ -42,6 +56,7 @@ class _Spec:
     official_split: bool
     archives: tuple[str, ...]  # files under download/ that hold the recordings
     page: str  # where a user gets them when the archive has no direct link
+    converter: str | None = None  # the module that writes extract/ for data made here rather than downloaded
 
     def resources(self) -> dict:
         return {name: (url, md5) for name, url, md5 in self.folder_class.resource_url_md5() if name in self.archives}
@@ -56,6 +71,7 @@ SPECS = {
     "ncaltech101": _Spec("N-Caltech101", NCaltech101, False, ("Caltech101.zip",),
                          "https://www.garrickorchard.com/datasets/n-caltech101"),
     "nmnist": _Spec("N-MNIST", NMNIST, True, ("Train.zip", "Test.zip"), "https://www.garrickorchard.com/datasets/n-mnist"),
+    "fmnist-events": _Spec("Fashion-MNIST events", FashionMNISTEvents, True, (), "", "pfa.data.fmnist_events"),
 }
 DATASETS = tuple(SPECS)
 
@@ -84,7 +100,7 @@ def _sources(name: str, extract: Path) -> list[tuple[Path, str]]:
         return files(extract, "")
     if name == "ncaltech101":
         return files(extract / "Caltech101", "")
-    if name == "nmnist":
+    if name in ("nmnist", "fmnist-events"):
         return files(extract / "Train", "train") + files(extract / "Test", "test")
     folder = extract / "DvsGesture"
     trials = [line.strip() for split in ("train", "test") for line in _lines(folder / f"trials_to_{split}.txt")]
@@ -101,7 +117,7 @@ def _missing_extracted(name: str, extract: Path) -> list[str]:
         expected = [a.removesuffix(".zip") for a in SPECS[name].archives]
     elif name == "ncaltech101":
         expected = ["Caltech101"]
-    elif name == "nmnist":
+    elif name in ("nmnist", "fmnist-events"):
         expected = ["Train", "Test"]
     else:
         folder = extract / "DvsGesture"
@@ -115,7 +131,7 @@ def _missing_extracted(name: str, extract: Path) -> list[str]:
 
 def _check_raw_sizes(name: str, extract: Path) -> None:
     """ATIS recordings are 5-byte records; spikingjelly silently mis-decodes a truncated one, so catch it here."""
-    if name in ("ncaltech101", "nmnist"):
+    if name in ("ncaltech101", "nmnist", "fmnist-events"):
         for path, _ in _sources(name, extract):
             if path.stat().st_size % 5:
                 raise UserError(f"corrupt event file {path}: an ATIS .bin holds 5-byte events but it has "
@@ -124,6 +140,8 @@ def _check_raw_sizes(name: str, extract: Path) -> None:
 
 def _missing_download_message(name: str, root: Path, missing: list[str]) -> str:
     spec = SPECS[name]
+    if spec.converter:
+        return f"{spec.title} not found in {root}: make them first with `python -m {spec.converter} --root {root}`"
     links = ", ".join(f"{n} ({spec.resources()[n][0]})" if spec.folder_class.downloadable() else n for n in missing)
     return (f"{spec.title} raw data not found in {root}: download {links} from {spec.page} and put them in "
             f"{root / 'download'}/ (for a tiny smoke-test copy run "
@@ -134,7 +152,7 @@ def _extract_downloads(name: str, root: Path) -> None:
     """Verify the archives in download/ (md5, without deleting anything) and unpack them into extract/."""
     spec, download = SPECS[name], root / "download"
     missing = [a for a in spec.archives if not (download / a).is_file()]
-    if missing:
+    if missing or spec.converter:
         raise UserError(_missing_download_message(name, root, missing))
     for archive, (url, md5) in spec.resources().items():
         if not check_integrity(str(download / archive), md5):

@@ -1,10 +1,10 @@
 """Event-camera datasets: train/test splits and frame datasets over what ``pfa.data.event_frames`` prepares.
 
-Splits: DVS128 Gesture and N-MNIST use their official train/test files. CIFAR10-DVS and N-Caltech101 have none: by
-default (``seeded``) each class is shuffled with the seed and ``test_fraction`` of it (at least one file when a class
-has two) goes to the test side; ``reference`` takes the first 90 % of each class in file order, as spikingjelly's
-``split_to_train_test_set(0.9, random_split=False)``. The split is made from file names only, returned as a JSON-able
-dict, and can be saved and passed back to reproduce a run.
+Splits: DVS128 Gesture, N-MNIST and Fashion-MNIST events use their official train/test files. CIFAR10-DVS and
+N-Caltech101 have none: by default (``seeded``) each class is shuffled with the seed and ``test_fraction`` of it (at
+least one file when a class has two) goes to the test side; ``reference`` takes the first 90 % of each class in file
+order, as spikingjelly's ``split_to_train_test_set(0.9, random_split=False)``. The split is made from file names only,
+returned as a JSON-able dict, and can be saved and passed back to reproduce a run.
 """
 
 import json

@@ -1,4 +1,5 @@
-"""The paper's main experiment: classification of CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100.
+"""The paper's main experiment: classification of CIFAR10-DVS, N-Caltech101, DVS128 Gesture, CIFAR10 and CIFAR100,
+and of Fashion-MNIST events (real images recorded by a simulated event camera, `pfa.data.fmnist_events`).
 
 `CifarConfig` holds the flags of `CIFAR/main.py`; `--dataset NAME` reads the recipe `pfa/recipes/cifar/NAME.yaml` (event
 data: the reference's network and optimiser; still images: a common ResNet-19 recipe), the single source of the
@@ -22,9 +23,10 @@ from pfa.engine.loop import ClassificationTask, Run, fit
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
 from pfa.tasks import TaskSpec, recipe_folder
-from pfa.tasks.outputs import OutputConfig, write_outputs
+from pfa.tasks.outputs import write_outputs
+from pfa.tasks.validation import ClassificationConfig, hold_out
 
-EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture")
+EVENT_DATASETS = ("cifar10dvs", "ncaltech101", "dvsgesture", "fmnist-events")
 IMAGE_DATASETS = ("cifar10", "cifar100")
 DATASETS = EVENT_DATASETS + IMAGE_DATASETS
 ARCHS = ("vgg", *resnet.ARCHS)
@@ -34,10 +36,11 @@ PER_DATASET = "[default: per dataset, pfa/recipes/cifar/DATASET.yaml]"
 
 
 @dataclass
-class CifarConfig(OutputConfig):
+class CifarConfig(ClassificationConfig):
     """Train a spiking VGG or ResNet with PFA on event data or still images (defaults: per dataset, see --dataset)."""
 
-    dataset: str | None = arg(None, "dataset; picks the recipe pfa/recipes/cifar/DATASET.yaml", choices=DATASETS)
+    dataset: str | None = arg(None, "dataset (required); picks the recipe DATASET (pfa/recipes/cifar/DATASET.yaml)",
+                              choices=DATASETS)
     arch: str | None = arg(None, f"network: vgg (the paper's) or a spiking ResNet {PER_DATASET}", choices=ARCHS)
     attention: str = arg("pfa", "attention module (pfa.attention.registry)", choices=attention_kinds())
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
@@ -55,12 +58,17 @@ class CifarConfig(OutputConfig):
                      "order, as the reference's spikingjelly split_to_train_test_set)", choices=neuromorphic.SPLITS)
     split_by: str = arg("number", "how spikingjelly integrates events into T frames", choices=("number", "time"))
 
+    TASK = "cifar"
     RECIPES = RECIPES
     FLAG_RECIPES = DATASETS
 
     @classmethod
     def recipe_name(cls, values: dict[str, Any]) -> str | None:
         return values.get("dataset")
+
+    @classmethod
+    def recipe_optional(cls) -> bool:
+        return False  # --dataset is required and picks one
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, str) and self.rank.strip().lstrip("-").isdigit():
@@ -187,10 +195,12 @@ def train(cfg: CifarConfig) -> dict:
     """Train (or with --eval-only evaluate) as configured; returns the last metrics record."""
     with Run(cfg, name=cfg.dataset) as run:
         data = load_data(cfg, progress=run.is_main)
+        run.check_network(lambda: build_model(cfg, data)[0])
         model, arch = build_model(cfg, data)
         files = {"split.json": data.split} if data.split is not None else {}
-        record = fit(run, model.to(run.device), ClassificationTask(cfg.loss, cfg.tet_lambda), data.train, data.test,
-                     arch, files=files)
+        train_set, val_set, held_out = hold_out(cfg, data.train, data.test)
+        record = fit(run, model.to(run.device), ClassificationTask(cfg.loss, cfg.tet_lambda), train_set, data.test,
+                     arch, files={**files, **held_out}, val_set=val_set)
         write_outputs(run, model, data.test, data.classes)
     return record
 

@@ -1,4 +1,4 @@
-"""The reference code's building blocks, transcribed from its behaviour (SPEC.md) for the whole-network fidelity tests.
+"""The reference code's building blocks, transcribed from its behaviour for the whole-network fidelity tests.
 
 Plain torch and nothing from `pfa`: a per-rank-loop PFA in the reference's [N, T, C, H, W] order, the old spikingjelly
 multi-step LIF (ATan surrogate), FSVAE's own LIF (rectangle surrogate centred at 0), batch norm written out, and

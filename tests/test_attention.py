@@ -1,4 +1,4 @@
-"""PFA against a slow per-rank reference written from SPEC.md, gradients, shapes and errors."""
+"""PFA against a slow per-rank reference written from the paper's equations, gradients, shapes and errors."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from pfa import PFA
 
 
 def reference_pfa(module: PFA, x: torch.Tensor) -> torch.Tensor:
-    """SPEC.md step by step, one full [N, T, C, H, W] tensor per rank, as the reference code does."""
+    """The paper's equations step by step, one full [N, T, C, H, W] tensor per rank, as the reference code does."""
     T, N, C, H, W = x.shape
     x_ntchw = x.permute(1, 0, 2, 3, 4)
     spatial = torch.sigmoid(module.spatial(x_ntchw.mean(2))).reshape(N, module.rank, H * W)

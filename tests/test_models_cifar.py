@@ -14,7 +14,7 @@ from pfa.models.vgg import SpikingVGG
 
 
 def pfa_params(T, C, R, k=3):
-    """PFA's parameter count from SPEC.md: conv (k*k*T*R + R), temporal (C*R + R), channel (T*R + R), weights (R)."""
+    """PFA's parameter count by hand: conv (k*k*T*R + R), temporal (C*R + R), channel (T*R + R), weights (R)."""
     return k * k * T * R + R + C * R + R + T * R + R + R
 
 

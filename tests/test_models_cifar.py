@@ -144,3 +144,13 @@ def test_wrong_input_layout_names_the_expected_shape():
     model = SpikingVGG(num_classes=10, T=4, input_pool=48, width=1 / 16)
     with pytest.raises(ValueError, match=r"\[N, T=4, C, H, W\]"):
         model(torch.zeros(2, 5, 2, 48, 48))
+
+
+@pytest.mark.parametrize("network", [
+    lambda gate: SpikingVGG(num_classes=10, T=2, in_channels=2, image_size=32, width=0.125, gate=gate),
+    lambda gate: SpikingResNet("resnet19", num_classes=10, T=2, width=0.125, gate=gate),
+])
+def test_the_gate_reaches_every_pfa(network):
+    for gate in ("relu", "pass", "identity"):
+        gates = {m.gate for m in network(gate).modules() if isinstance(m, PFA)}
+        assert gates == {gate}

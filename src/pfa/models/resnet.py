@@ -53,6 +53,7 @@ class SpikingResNet(nn.Module):
         attention, rank: the attention kind and PFA's rank (one int, or one per position as in `SpikingVGG`).
         positions: attention slots in use: 0 = after the stem, k = after stage k; default: after every stage.
         width: multiplies every channel count.
+        gate: PFA's output gate (pfa.PFA; "relu" = the reference's).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class SpikingResNet(nn.Module):
         rank: int | Sequence[int] = 8,
         positions: tuple[int, ...] | None = None,
         width: float = 1.0,
+        gate: str = "relu",
     ):
         super().__init__()
         if arch not in ARCHS:
@@ -83,14 +85,14 @@ class SpikingResNet(nn.Module):
             blocks.append(layer.SeqToANNContainer(nn.AdaptiveAvgPool2d(input_pool)))
         blocks += [conv_bn(in_channels, channels), spiking_neuron()]
         if 0 in positions:
-            blocks.append(make_attention(attention, T, channels, rank=ranks[0]))
+            blocks.append(make_attention(attention, T, channels, rank=ranks[0], gate=gate))
         for index, (out_channels, depth, stride) in enumerate(stages, start=1):
             out_channels = scaled(out_channels, width)
             for block in range(depth):
                 blocks.append(BasicBlock(channels, out_channels, stride if block == 0 else 1))
                 channels = out_channels
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank=ranks[index]))
+                blocks.append(make_attention(attention, T, channels, rank=ranks[index], gate=gate))
         self.features = nn.Sequential(*blocks)
         head: list[nn.Module] = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         if hidden:

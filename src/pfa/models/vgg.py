@@ -41,6 +41,7 @@ class SpikingVGG(nn.Module):
         positions: attention slots in use: 0 = on the input frames, k = after the k-th pooling (1..4); default all.
         width: multiplies every stage's channel count (1.0 = the paper's network; small values for smoke tests).
         static: direct encoding of still images; slot 0 is then not available (the input is not a spike tensor).
+        gate: PFA's output gate (pfa.PFA; "relu" = the reference's).
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class SpikingVGG(nn.Module):
         positions: tuple[int, ...] | None = None,
         width: float = 1.0,
         static: bool = False,
+        gate: str = "relu",
     ):
         super().__init__()
         side = input_pool or image_size
@@ -76,7 +78,7 @@ class SpikingVGG(nn.Module):
                 blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
                 side //= 2
             if index in positions:
-                blocks.append(make_attention(attention, T, channels, rank=ranks[index]))
+                blocks.append(make_attention(attention, T, channels, rank=ranks[index], gate=gate))
             for out_channels in stage:
                 out_channels = scaled(out_channels, width)
                 blocks += [conv_bn(channels, out_channels), spiking_neuron()]
@@ -84,7 +86,7 @@ class SpikingVGG(nn.Module):
         blocks.append(layer.SeqToANNContainer(nn.AvgPool2d(2)))
         side //= 2
         if 4 in positions:
-            blocks.append(make_attention(attention, T, channels, rank=ranks[4]))
+            blocks.append(make_attention(attention, T, channels, rank=ranks[4], gate=gate))
         self.features = nn.Sequential(*blocks)
         self.classifier = nn.Sequential(
             layer.SeqToANNContainer(nn.Flatten(), nn.Linear(channels * side * side, num_classes)), spiking_neuron()

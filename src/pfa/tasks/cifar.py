@@ -14,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from pfa.attention.projected_full import GATES
 from pfa.attention.registry import attention_kinds
 from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
@@ -43,6 +44,8 @@ class CifarConfig(ClassificationConfig):
                               choices=DATASETS)
     arch: str | None = arg(None, f"network: vgg (the paper's) or a spiking ResNet {PER_DATASET}", choices=ARCHS)
     attention: str = arg("pfa", "attention module (pfa.attention.registry)", choices=attention_kinds())
+    gate: str = arg("relu", "PFA's output gate: the ReLU (the reference's); pass, the ReLU with gradient 1 at 0; "
+                    "identity, none", choices=GATES)
     attention_at: str | None = arg(None, "comma-separated attention slots, e.g. 1,2: vgg 0 = on the input frames, k = "
                                    "after pooling k (1-4); resnet 0 = after the stem, k = after stage k [default: all "
                                    "but slot 0 for resnets and for images]")
@@ -168,6 +171,8 @@ def model_arguments(cfg: CifarConfig, data: Data) -> dict:
     """Keyword arguments of the network class for cfg and data (also its description in checkpoints)."""
     common = dict(num_classes=data.num_classes, T=cfg.T, in_channels=data.in_channels, attention=cfg.attention,
                   rank=cfg.ranks(), positions=cfg.positions(), width=cfg.width)
+    if cfg.gate != "relu":  # named only when it differs, so the descriptions in earlier checkpoints still match
+        common["gate"] = cfg.gate
     pool = cfg.pool if cfg.pool and not data.images else None
     if cfg.arch != "vgg":
         return dict(arch=cfg.arch, input_pool=pool, **common)

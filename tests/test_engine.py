@@ -14,9 +14,11 @@ from torch.utils.data import TensorDataset
 from pfa.data.subsets import fixed_subset
 from pfa.engine.checkpoint import save_checkpoint
 from pfa.engine.config import TrainConfig
-from pfa.engine.loop import ClassificationTask, Run, build_optimizer, fit
+from pfa.engine.loop import build_optimizer, fit
 from pfa.engine.losses import classification_loss
+from pfa.engine.run import Run
 from pfa.engine.runlog import metrics_of
+from pfa.engine.task import ClassificationTask
 from pfa.errors import UserError
 
 

@@ -43,8 +43,8 @@ def test_docker_image_pins_the_torch_ci_tests_on_a_matching_cuda():
         assert torch.version.cuda.split(".")[0] == cuda_major
 
 
-def test_readme_builds_the_image_by_its_name_and_starts_multi_node_runs():
-    readme = (ROOT / "README.md").read_text()
+def test_install_docs_build_the_image_by_its_name_and_start_multi_node_runs():
+    readme = (ROOT / "docs" / "install.md").read_text()
     assert "docker build -t risingentropy409/pfa -f env/Dockerfile ." in readme
     assert "docker run --gpus all -v \"$PWD/data:/data\"" in readme
     for flags in ("--nnodes 2 --nproc_per_node 8 --rdzv_backend c10d", "--rdzv_endpoint HOST:29500 --rdzv_id JOB",

@@ -23,7 +23,9 @@ from pfa.cli import guarded
 from pfa.data.fashion_mnist import DEBIAN_DIR
 from pfa.engine import capacity, checkpoint
 from pfa.engine.checkpoint import load_checkpoint, model_signature, save_checkpoint
-from pfa.engine.loop import ClassificationTask, Run, fit
+from pfa.engine.loop import fit
+from pfa.engine.run import Run
+from pfa.engine.task import ClassificationTask
 from pfa.errors import Interrupted, UserError
 from pfa.files import process_start_time
 from pfa.lif.neuron import LIF

@@ -10,7 +10,7 @@ import pytest
 from test_engine import config, train
 
 from pfa.engine import rundir
-from pfa.engine.loop import Run
+from pfa.engine.run import Run
 from pfa.errors import UserError
 from pfa.files import process_start_time
 

@@ -18,7 +18,9 @@ from pfa.data.samples import write_samples
 from pfa.data.subsets import dataset_labels, evaluation_view, fixed_subset, stratified_indices
 from pfa.engine import loop
 from pfa.engine.config import parse_config
-from pfa.engine.loop import ClassificationTask, Run, fit
+from pfa.engine.loop import fit
+from pfa.engine.run import Run
+from pfa.engine.task import ClassificationTask
 from pfa.errors import UserError
 from pfa.tasks.cifar import CifarConfig, load_data
 from pfa.tasks.fmnist import FMNISTConfig

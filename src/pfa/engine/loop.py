@@ -4,7 +4,9 @@ An entry point parses its config, builds its data and model, and hands them to `
 
     from pfa.cli import guarded
     from pfa.engine.config import parse_config
-    from pfa.engine.loop import ClassificationTask, Run, fit
+    from pfa.engine.loop import fit
+    from pfa.engine.run import Run
+    from pfa.engine.task import ClassificationTask
 
     @guarded                                           # UserError -> one line on stderr, exit status 2
     def main(argv=None):
@@ -62,8 +64,6 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,168 +73,27 @@ from spikingjelly.activation_based import functional
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pfa.engine import capacity, rundir
+from pfa.engine import capacity
 from pfa.engine.checkpoint import load_checkpoint, model_signature, non_finite, save_checkpoint
-from pfa.engine.config import TrainConfig, default_device, save_config, saved_provenance
+from pfa.engine.config import default_device
 from pfa.engine.curves import training_curves
-from pfa.engine.distributed import ShardSampler, broadcast_object, init_process, shutdown
-from pfa.engine.losses import classification_loss, firing_rate
+from pfa.engine.distributed import ShardSampler
 from pfa.engine.meter import Divergence, EpochMeter
+from pfa.engine.run import Run
 from pfa.engine.runlog import RunLog, Throttle, metrics_of, progress
 from pfa.engine.state import (
     build_optimizer,
     build_scheduler,
     restore_training,
     rng_state,
-    seed_everything,
     set_rng_state,
 )
 from pfa.engine.stop import StopSignals, ignore_interrupts
+from pfa.engine.task import Task
 from pfa.errors import Interrupted, UserError
-from pfa.files import atomic_write, clean_temporaries, write_json
+from pfa.files import atomic_write
 
 TRAINING_STATE = ("optimizer", "scheduler", "scaler", "rng", "best", "config")
-
-
-@dataclass
-class StepResult:
-    """One batch's outcome: the loss to back-propagate, batch-mean metrics to log, and the batch size weighting them."""
-
-    loss: torch.Tensor
-    metrics: dict[str, torch.Tensor | float]
-    count: int
-
-
-class Task:
-    """What differs between entry points. Subclass and override; every hook but `train_step` has a default.
-
-    `monitor` names the record entry that decides `checkpoint_best.pth` (`maximize` says which way is better). With a
-    validation set, `fit` monitors its counterpart instead ("val_acc" for "test_acc") and records the monitored test
-    value of the best validation epoch ("test_acc_at_best_val").
-    """
-
-    monitor = "test_acc"
-    maximize = True
-
-    def train_step(self, model: nn.Module, batch: Any) -> StepResult:
-        raise NotImplementedError
-
-    def eval_step(self, model: nn.Module, batch: Any) -> StepResult:
-        """Runs under torch.no_grad() with the model in eval mode; defaults to the training computation."""
-        return self.train_step(model, batch)
-
-    def after_optimizer_step(self, model: nn.Module) -> None:
-        """After every optimiser step, e.g. clipping weights (`model` is unwrapped from DDP)."""
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Before the epoch's first batch, e.g. to update a schedule that depends on the epoch."""
-
-    def on_epoch_end(self, epoch: int, model: nn.Module, run: "Run") -> dict[str, Any] | None:
-        """After evaluation, on every process (write files only `if run.is_main`); may return extra record entries."""
-        return None
-
-    def record(self, epochs_done: int, train: dict[str, float], test: dict[str, float]) -> dict[str, Any]:
-        """The epoch's metrics.json entry; by default {"epoch", "train_<metric>"..., "test_<metric>"...}."""
-        return {"epoch": epochs_done, **{f"train_{k}": v for k, v in train.items()},
-                **{f"test_{k}": v for k, v in test.items()}}
-
-
-class ClassificationTask(Task):
-    """Batches of (input, label); the model returns per-step outputs [T, N, classes]; metrics loss and acc."""
-
-    def __init__(self, loss: str = "mse", tet_lambda: float = 0.0):
-        self.loss_fn = classification_loss(loss, tet_lambda)
-
-    def train_step(self, model: nn.Module, batch: Any) -> StepResult:
-        inputs, labels = batch
-        out = model(inputs)
-        loss = self.loss_fn(out, labels)
-        accuracy = (firing_rate(out).argmax(1) == labels).double().mean()
-        return StepResult(loss, {"loss": loss.detach(), "acc": accuracy}, labels.shape[0])
-
-
-class Run:
-    """One process's view of a run: its rank and device, the seeded RNGs and the run directory (created by `fit`)."""
-
-    def __init__(self, cfg: TrainConfig, name: str):
-        self.cfg = cfg
-        self.process, self.device = init_process(cfg.device)
-        self.log: RunLog | None = None  # the run's one writer of logs and pictures, set by `fit`
-        if cfg.resume and not cfg.eval_only:  # a resumed run continues in its own folder
-            own = Path(cfg.resume).parent
-            if cfg.out_dir is not None and Path(cfg.out_dir).resolve() != own.resolve():
-                raise UserError(f"--resume continues the run in its own folder {own}, but --out-dir is {cfg.out_dir}; "
-                                "drop --out-dir (to branch off, copy the checkpoint into a new folder first)")
-            cfg.out_dir = str(own)
-        if cfg.out_dir is None:
-            cfg.out_dir = broadcast_object(str(Path("runs") / name / rundir.default_name()))
-        self.dir = Path(cfg.out_dir)
-        self._prepared, self._lock = False, None
-        seed_everything(cfg.seed)
-
-    @property
-    def is_main(self) -> bool:
-        return self.process.is_main
-
-    def check_network(self, build: Callable[[], nn.Module]) -> None:
-        """Before building the network: refuse one whose parameters cannot fit this run's device (`build` runs on the
-        meta device, which takes no memory; see pfa.engine.capacity)."""
-        copies = 1 if self.cfg.eval_only else 2 + capacity.OPTIMIZER_COPIES[self.cfg.optimizer]
-        capacity.check_network(build, self.device, copies)
-
-    def prepare_dir(self, changes: dict[str, Any] | None = None, resumed_at: int | None = None,
-                    files: dict[str, dict] | None = None, facts: dict[str, Any] | None = None) -> None:
-        """Create and claim the run directory, clean what a killed run left half written and save config.yaml, once;
-        refuses to overwrite another run's results. `changes` are the schedule settings a resume changed; `files` are
-        JSON files to write beside config.yaml; `facts` (task, parameters, training-set size) go into its provenance."""
-        if self._prepared:
-            return
-        if self.dir.exists() and not self.dir.is_dir():
-            raise UserError(f"--out-dir {self.dir} is a file; give a folder path")
-        taken = [n for n in ("checkpoint_latest.pth", "metrics.json") if (self.dir / n).exists()]
-        if taken and not (self.cfg.resume and not self.cfg.eval_only):
-            raise UserError(f"--out-dir {self.dir} already holds a run ({taken[0]}); choose another --out-dir, or "
-                            f"continue it with --resume {self.dir / 'checkpoint_latest.pth'}")
-        if self.is_main:
-            try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot create --out-dir {self.dir}: {e.strerror}; choose another folder") from None
-            self._lock = rundir.claim(self.dir)
-            clean_temporaries(self.dir)
-            self._write_config(changes, resumed_at, facts or {})
-            for name, data in (files or {}).items():
-                write_json(self.dir / name, data)
-            print(f"run directory: {self.dir}", flush=True)
-
-    def _write_config(self, changes: dict[str, Any] | None, resumed_at: int | None, facts: dict[str, Any]) -> None:
-        path = self.dir / "config.yaml"
-        now = rundir.provenance()
-        if resumed_at is None:
-            record = {**now, **facts}
-        else:
-            record = saved_provenance(path) or {}
-            entry = {"at_epoch": resumed_at, "command": now["command"], "host": now["host"],
-                     "git_commit": now["git_commit"], "changed": changes or {}}
-            record["resumed"] = [*record.get("resumed", []), entry]
-        try:
-            save_config(self.cfg, path, record)
-        except OSError as e:
-            raise UserError(f"cannot write {path}: {e.strerror}; choose another --out-dir") from None
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        """Mixed precision as configured, on CUDA only (the config refuses --amp on CPU)."""
-        if self.device.type != "cuda" or self.cfg.amp == "none":
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16)
-
-    def __enter__(self) -> "Run":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._lock is not None:
-            self._lock.release()
-        shutdown()
 
 
 def to_device(batch: Any, device: torch.device) -> Any:

@@ -26,7 +26,7 @@ class EpochMeter:
         self.loss_at_stop = torch.zeros((), dtype=torch.float64, device=device)  # the loss of the first bad step
 
     def add(self, step) -> None:
-        """A `pfa.engine.loop.StepResult`: its batch-mean metrics weighted by its batch size."""
+        """A `pfa.engine.task.StepResult`: its batch-mean metrics weighted by its batch size."""
         for key, value in step.metrics.items():
             value = torch.as_tensor(value, device=self.device).detach().double() * step.count
             self.sums[key] = self.sums[key] + value if key in self.sums else value

@@ -129,7 +129,7 @@ ACCURACY_NAMES = {"test_acc_at_best_val": "Test accuracy at the best-validation 
 
 def compared_accuracy(rows: list[dict]) -> str:
     """The column comparisons use: test accuracy at the best-validation epoch where every run has it, else final."""
-    return "test_acc_at_best_val" if rows and all(r.get("test_acc_at_best_val") != "" for r in rows) else \
+    return "test_acc_at_best_val" if rows and all(r.get("test_acc_at_best_val", "") != "" for r in rows) else \
         "final_test_acc"
 
 

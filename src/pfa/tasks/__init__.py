@@ -58,6 +58,6 @@ def saved_task(state: dict[str, Any]) -> str | None:
     arch, config = state.get("arch", ""), state.get("config") or {}
     if arch.startswith("FashionMNISTNet("):
         return "fmnist"
-    if arch.startswith(("FSVAE(", "AnnVAE(")):
+    if arch.startswith(("FSVAE(", "AnnVAE(")) or "latent_dim" in config:
         return "generation"
     return "cifar" if "dataset" in config else None

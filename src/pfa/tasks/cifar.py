@@ -20,7 +20,9 @@ from pfa.data import augment, neuromorphic
 from pfa.data.cifar import build_cifar
 from pfa.data.subsets import train_test_subsets
 from pfa.engine.config import arg
-from pfa.engine.loop import ClassificationTask, Run, fit
+from pfa.engine.loop import fit
+from pfa.engine.run import Run
+from pfa.engine.task import ClassificationTask
 from pfa.errors import UserError
 from pfa.models import resnet, vgg
 from pfa.tasks import TaskSpec, recipe_folder

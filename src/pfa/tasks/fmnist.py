@@ -13,7 +13,9 @@ from pfa.attention.registry import attention_kinds
 from pfa.data.fashion_mnist import CLASSES, load_fashion_mnist
 from pfa.data.subsets import train_test_subsets
 from pfa.engine.config import arg
-from pfa.engine.loop import ClassificationTask, Run, fit
+from pfa.engine.loop import fit
+from pfa.engine.run import Run
+from pfa.engine.task import ClassificationTask
 from pfa.errors import UserError
 from pfa.models.fmnist import PFA_OPTIONS, FashionMNISTNet
 from pfa.tasks import TaskSpec, recipe_folder

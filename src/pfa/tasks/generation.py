@@ -22,7 +22,9 @@ from pfa.data.fashion_mnist import CLASSES
 from pfa.data.images import CHANNELS, load_generation_data
 from pfa.data.subsets import train_test_subsets
 from pfa.engine.config import arg
-from pfa.engine.loop import Run, StepResult, Task, fit
+from pfa.engine.loop import fit
+from pfa.engine.run import Run
+from pfa.engine.task import StepResult, Task
 from pfa.errors import UserError
 from pfa.models.ann_vae import AnnVAE
 from pfa.models.fsvae import DISTANCES, FSVAE, HIDDEN_DIMS, hidden_dims_for, input_size_for

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from pfa.attention.pictures import save_attention_figures
 from pfa.engine.config import TrainConfig, arg
-from pfa.engine.loop import Run
+from pfa.engine.run import Run
 from pfa.errors import UserError
 from pfa.study.plots import report_chart
 from pfa.study.report import format_report, model_report, save_report

@@ -15,12 +15,12 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from pfa.cli import guarded
-from pfa.engine.checkpoint import load_checkpoint
+from pfa.engine.checkpoint import checkpoint_task, load_checkpoint
 from pfa.engine.config import ConfigRules, arg, default_device, parse_config
 from pfa.errors import UserError
 from pfa.files import atomic_write
 from pfa.study.rank import check_settings, rank_advice, save_plot
-from pfa.tasks import get_task, saved_task
+from pfa.tasks import get_task
 
 
 def saved_config(cls: type, config: dict):
@@ -32,7 +32,7 @@ def saved_config(cls: type, config: dict):
 def model_from_checkpoint(path: str, data_dir: str | None) -> tuple[nn.Module, Dataset]:
     """The network of a checkpoint of any task, rebuilt from its saved config and loaded, and its test set."""
     state = load_checkpoint(path)
-    name = saved_task(state)
+    name = checkpoint_task(state)
     if name is None:
         raise UserError(f"rank: checkpoint {path} holds {state.get('arch') or 'an unknown model'} of no known task; "
                         "for other models call pfa.study.rank.rank_advice from Python")

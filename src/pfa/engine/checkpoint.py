@@ -114,3 +114,16 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arc
 def _looks_like_torch_file(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(4) == b"PK\x03\x04"
+
+
+def checkpoint_task(state: dict[str, Any]) -> str | None:
+    """The task of a checkpoint: its `task` entry, or for checkpoints written before tasks were recorded, the one
+    whose network it holds."""
+    if "task" in state:
+        return state["task"]
+    arch, config = state.get("arch", ""), state.get("config") or {}
+    if arch.startswith("FashionMNISTNet("):
+        return "fmnist"
+    if arch.startswith(("FSVAE(", "AnnVAE(")) or "latent_dim" in config:
+        return "generation"
+    return "cifar" if "dataset" in config else None

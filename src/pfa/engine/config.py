@@ -281,14 +281,13 @@ def _optional(tp) -> bool:
 
 def _inherit(cls: type[ConfigRules], given: dict[str, Any], path: str) -> dict[str, Any]:
     """The resume rule applied to the explicitly given values `given` (see RESUME_FREE above)."""
-    from pfa.engine.checkpoint import load_checkpoint  # torch.load; only when resuming
-    from pfa.tasks import get_task, saved_task
+    from pfa.engine.checkpoint import checkpoint_task, load_checkpoint  # torch.load; only when resuming
 
     state = load_checkpoint(path, needs=("config",))
-    task = saved_task(state)
+    task = checkpoint_task(state)
     if cls.TASK is not None and task is not None and task != cls.TASK:
         raise UserError(f"{path} is a checkpoint of the task {task} ({state['arch']}), not of {cls.TASK}; resume it "
-                        f"with python -m pfa.train {task} --resume {path} (or {get_task(task).script})")
+                        f"with python -m pfa.train {task} --resume {path}")
     saved = state["config"]
     names = {f.name for f in dataclasses.fields(cls)} - set(cls.UNUSED)
     own = {name for k in cls.__mro__ for name in vars(k).get("RESUME_FREE", ())}

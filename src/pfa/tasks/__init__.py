@@ -48,16 +48,3 @@ def get_task(name: str) -> TaskSpec:
     if name not in MODULES:
         raise UserError(f"unknown task {name!r}; the tasks are {', '.join(MODULES)}")
     return importlib.import_module(MODULES[name]).TASK
-
-
-def saved_task(state: dict[str, Any]) -> str | None:
-    """The task of a checkpoint: its `task` entry, or for checkpoints written before tasks were recorded, the one
-    whose network it holds."""
-    if "task" in state:
-        return state["task"]
-    arch, config = state.get("arch", ""), state.get("config") or {}
-    if arch.startswith("FashionMNISTNet("):
-        return "fmnist"
-    if arch.startswith(("FSVAE(", "AnnVAE(")) or "latent_dim" in config:
-        return "generation"
-    return "cifar" if "dataset" in config else None

@@ -57,12 +57,21 @@ def _version(*distributions: str) -> str | None:
     return None
 
 
+def machine() -> str:
+    """This machine in words: CPU model, logical CPUs, operating system."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    return f"{model or platform.machine()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
 def provenance() -> dict[str, Any]:
     """What config.yaml records beside the settings: how the run was started, where, with which code."""
     return {
         "command": shlex.join([sys.executable, *sys.argv]),
         "git_commit": _git_commit(),
         "host": socket.gethostname(),
+        "machine": machine(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
                      "spikingjelly": _version("spikingjelly"),

@@ -169,10 +169,11 @@ def _provenance(study: Study, rows: list[dict]) -> list[str]:
     records = [(read_json_yaml(study.dir / "runs" / row["run_id"] / "config.yaml") or {}).get(PROVENANCE) or {}
                for row in rows]
     started = sorted(str(p["started"]) for p in records if p.get("started"))
-    hosts, commits, versions = Counter(), Counter(), Counter()
+    hosts, machines, commits, versions = Counter(), Counter(), Counter(), Counter()
     for p in records:
         legs = [p, *p.get("resumed", [])]
         hosts.update({leg["host"] for leg in legs if leg.get("host")})
+        machines.update({p["machine"]} if p.get("machine") else set())
         commits.update({leg["git_commit"][:12] for leg in legs if leg.get("git_commit")})
         if p.get("versions"):
             versions[", ".join(f"{k} {v}" for k, v in p["versions"].items() if v)] += 1
@@ -181,7 +182,8 @@ def _provenance(study: Study, rows: list[dict]) -> list[str]:
         return "; ".join(f"{key} ({n} of {len(rows)} runs)" for key, n in counter.most_common()) or "not recorded"
 
     return [f"- started: {started[0]} to {started[-1]}" if started else "- started: not recorded",
-            f"- hosts: {counted(hosts)}", f"- git commits: {counted(commits)}", f"- versions: {counted(versions)}"]
+            f"- hosts: {counted(hosts)}", f"- machines: {counted(machines)}", f"- git commits: {counted(commits)}",
+            f"- versions: {counted(versions)}"]
 
 
 def _mean(runs: list[dict], key: str) -> float:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ import torch
 import yaml
 
 from pfa.data.fashion_mnist import DEBIAN_DIR
-from pfa.engine.runlog import metrics_of
+from pfa.engine.runlog import HISTORY, metrics_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--device", "cpu", "--workers", "0", "--train-samples", "256", "--test-samples", "128", "--width", "4",
@@ -227,13 +228,13 @@ STUDY = {"name": "tiny", "task": "fmnist", "flags": {"device": "cpu", "train_sam
 def test_a_sweep_cut_by_ctrl_c_records_the_run_as_cut_and_the_same_command_finishes_it(tmp_path):
     (tmp_path / "study.yaml").write_text(yaml.safe_dump({**STUDY, "flags": {**STUDY["flags"], "epochs": 3}}))
     process = _sweep(tmp_path / "study.yaml", tmp_path / "results")
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("epoch=1 "):
-            process.send_signal(signal.SIGINT)  # to the sweep alone: it passes the signal on
-    process.wait(timeout=600)
-    log = "".join(lines)
+    history = tmp_path / "results/tiny/runs/seed-1" / HISTORY
+    deadline = time.monotonic() + 600
+    while not (history.exists() and history.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)  # after epoch 1, to the sweep alone: it passes the signal on to its job
+    log = process.communicate(timeout=600)[0]
+    assert not (history.parent / "run.lock").exists() and (history.parent / "checkpoint_latest.pth").exists()
     assert process.returncode == 130 and "seed-1 cut by SIGINT (resumable)" in log and "failed;" not in log, log
     assert "stopped: SIGINT: the sweep of tiny stopped at run 1 of 2" in log and "2/2" not in log
     again = _sweep(tmp_path / "study.yaml", tmp_path / "results")

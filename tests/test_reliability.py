@@ -25,6 +25,7 @@ from pfa.engine import capacity, checkpoint
 from pfa.engine.checkpoint import load_checkpoint, model_signature, save_checkpoint
 from pfa.engine.loop import fit
 from pfa.engine.run import Run
+from pfa.engine.stop import StopSignals
 from pfa.engine.task import ClassificationTask
 from pfa.errors import Interrupted, UserError
 from pfa.files import process_start_time
@@ -472,9 +473,9 @@ def test_a_run_held_by_another_process_is_skipped_as_running_elsewhere(tmp_path)
         log.getvalue()
 
 
-def test_a_signal_is_passed_on_to_the_run_which_is_recorded_as_cut(tmp_path, monkeypatch):
+def test_a_signal_to_a_run_job_is_passed_on_to_its_run(tmp_path, monkeypatch):
     path = tmp_path / "study.yaml"
-    path.write_text(yaml.safe_dump({**STUDY, "grid": {"seed": [1, 2]}}))
+    path.write_text(yaml.safe_dump(STUDY))
     study = sweep.load_study(str(path), str(tmp_path / "results"))
     child = ("import signal, sys, time; signal.signal(signal.SIGINT, lambda *a: sys.exit(130)); "
              "print('started', flush=True); time.sleep(60)")
@@ -483,10 +484,33 @@ def test_a_signal_is_passed_on_to_the_run_which_is_recorded_as_cut(tmp_path, mon
     class CtrlC(io.StringIO):
         def write(self, text):
             if text.startswith("started"):
-                os.kill(os.getpid(), signal.SIGINT)  # the sweep's own signal: it must reach the child
+                os.kill(os.getpid(), signal.SIGINT)  # the job's own signal: it must reach the run
             return super().write(text)
 
-    log = CtrlC()
-    with pytest.raises(Interrupted, match="SIGINT: the sweep of s stopped at run 1 of 2; run the same command"):
-        sweep.sweep(study, log)
-    assert "seed-1 cut by SIGINT (resumable)" in log.getvalue() and "2/2" not in log.getvalue()
+    with StopSignals() as stop:
+        assert sweep.train(study, sweep.expand(study)[0], CtrlC(), stop) == 130
+    assert stop.signum == signal.SIGINT
+
+
+@pytest.mark.parametrize(("launcher", "expected"), [
+    ({"cluster": "pbs"}, "launcher cluster must be one of local, slurm"),
+    ({"parallel": 0}, "launcher parallel (runs at a time) must be a whole number of at least 1"),
+    ({"slurm_partitoin": "gpu"}, "submitit refused {'slurm_partitoin': 'gpu'}: Unknown argument 'partitoin'"),
+    ({"timeout_min": "1h"}, 'Parameter "timeout_min" expected type'),
+])
+def test_bad_launchers_are_one_line(tmp_path, capsys, launcher, expected):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "launcher": launcher}))
+    code, err = one_line_exit(capsys, sweep.load_study, str(path), str(tmp_path / "results"))
+    assert code == 2 and expected in err and f"study {path}" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_slurm_study_off_a_cluster_is_one_line(tmp_path, capsys):
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**STUDY, "launcher": {"cluster": "slurm", "parallel": 8, "timeout_min": 600,
+                                                          "gpus_per_node": 1, "slurm_partition": "gpu"}}))
+    study = sweep.load_study(str(path), str(tmp_path / "results"))
+    assert (study.launcher.cluster, study.launcher.parallel) == ("slurm", 8)
+    code, err = one_line_exit(capsys, sweep.sweep, study, io.StringIO())
+    assert code == 2 and "cannot submit to slurm here" in err

@@ -26,6 +26,7 @@ TINY = {
     "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rank": 2}]},
     "env": {"OMP_NUM_THREADS": 1},
     "notes": ["a fact the summary must carry"],
+    "launcher": {"parallel": 2},
 }
 
 
@@ -69,6 +70,16 @@ def test_interrupted_run_resumes_and_finished_runs_are_skipped(swept):
     assert f"--resume {none_dir / 'checkpoint_latest.pth'}" in first
     assert "--resume" not in first.split("seed-1_attention-pfa_rank-2", 1)[1]
     assert second.count("finished, skipped") == 2 and "FMNIST/run.py" not in second
+
+
+def test_runs_are_submitit_jobs_two_at_a_time_with_their_output_in_the_run(swept):
+    study, (first, _) = swept
+    assert first.count("(local), output in") == 2
+    assert first.index("2/2 seed-1_attention-pfa_rank-2: job") < first.index("seed-1_attention-none finished (")
+    for name in ("seed-1_attention-none", "seed-1_attention-pfa_rank-2"):
+        log = (study.dir / "runs" / name / "sweep.log").read_text()
+        assert "[sweep] " in log and "epoch=2 " in log
+    assert any((study.dir / "jobs").glob("*_result.pkl"))
 
 
 def test_report_files_and_columns(swept):

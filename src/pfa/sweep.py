@@ -17,13 +17,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("study", help="the study's YAML file")
     parser.add_argument("--report", action="store_true", help="only write the report from the runs that finished")
     parser.add_argument("--results", default="results", help="folder holding <name>/ (default: results)")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="runs at a time (default: the study's launcher, else 1)")
     args = parser.parse_args(argv)
-    study = runner.load_study(args.study, args.results)
+    study = runner.load_study(args.study, args.results, args.parallel)
     failed = [] if args.report else runner.sweep(study)
     from pfa.study.summary import write_report  # matplotlib is imported only when a report is written
 
     results = ["--results", args.results] if args.results != "results" else []
-    command = ["python", "-m", "pfa.sweep", args.study, *results]
+    parallel = ["--parallel", str(args.parallel)] if args.parallel else []
+    command = ["python", "-m", "pfa.sweep", args.study, *results, *parallel]
     print(write_report(study, runner.expand(study), command=shlex.join(command)))
     if failed:
         raise UserError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their output above, fix, and rerun "

@@ -1,6 +1,7 @@
 """A grid of training runs through an entry point, one folder each, resumable across sessions; then a report.
 
     python -m pfa.sweep STUDY.yaml            # run every unfinished run of the grid, then write the report
+    python -m pfa.sweep STUDY.yaml --parallel 2   # two runs at a time (local processes)
     python -m pfa.sweep STUDY.yaml --report   # only aggregate what has finished so far
 
 STUDY.yaml::
@@ -11,6 +12,8 @@ STUDY.yaml::
     env: {OMP_NUM_THREADS: 1}       # optional: environment of every run (also written into its command)
     notes: ["..."]                  # optional: facts about the runs that summary.md must carry
     baselines: ["none"]             # optional: the configurations the others are tested against (default: none, ma)
+    launcher: {parallel: 2}         # optional: submitit jobs, N at a time; on a cluster e.g. {cluster: slurm,
+                                    #   parallel: 32, timeout_min: 720, gpus_per_node: 1, slurm_partition: gpu}
     grid:                           # the product of the lists, the first key varying slowest
       seed: [1, 2, 3]
       model:                        # an item that is a mapping sets several flags at once (the key only names the axis)
@@ -21,11 +24,14 @@ A run is finished when its metrics.json has `epoch` equal to the `epochs` of its
 and an interrupted one continues from its checkpoint_latest.pth (`--resume`). A run's history is the engine's own
 metrics.jsonl (metrics, learning rate, seconds and load average of every epoch).
 
-A run that another process holds (its run.lock, e.g. a second sweep of the same file) is skipped as running elsewhere,
-not failed. SIGINT or SIGTERM is passed on to the run in progress, which stops after its current step; the sweep then
-records it as cut (resumable), stops, and exits with 130 or 143: the same command continues it.
+Each run is a submitit job (pfa.study.launcher: local processes here, SLURM jobs on a cluster) whose output goes to
+the run's sweep.log; the sweep prints a line as each starts and ends. A run that another process holds (its run.lock,
+e.g. a second sweep of the same file) is skipped as running elsewhere, not failed. SIGINT or SIGTERM is passed on to
+the runs in progress, which stop after their current step; the sweep records them as cut (resumable), stops, and exits
+with 130 or 143: the same command continues it.
 """
 
+import io
 import itertools
 import json
 import os
@@ -33,9 +39,11 @@ import shlex
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import submitit
 import yaml
 
 from pfa.engine import rundir
@@ -43,6 +51,7 @@ from pfa.engine.config import load_yaml
 from pfa.engine.runlog import HISTORY
 from pfa.engine.stop import StopSignals
 from pfa.errors import Interrupted, UserError
+from pfa.study.launcher import Launcher, parse_launcher
 from pfa.tasks import task_names
 
 PLAIN = str | int | float | bool  # what a flag, an environment variable or a grid value may be
@@ -58,6 +67,7 @@ class Study:
     env: dict
     notes: list
     baselines: list | None = None
+    launcher: Launcher = field(default_factory=Launcher)
 
     @property
     def dir(self) -> Path:
@@ -98,7 +108,8 @@ def _plain_mapping(value, what: str, path: str, empty: bool = True) -> dict:
     return value
 
 
-def load_study(path: str, root: str = "results") -> Study:
+def load_study(path: str, root: str = "results", parallel: int | None = None) -> Study:
+    """The study file checked field by field; `parallel` overrides its launcher's runs at a time."""
     data = load_yaml(path, "study")
     missing = [key for key in ("name", "task", "grid") if key not in data]
     if missing:
@@ -130,7 +141,8 @@ def load_study(path: str, root: str = "results") -> Study:
         raise UserError(f"study {path}: notes must be a list of lines; got {notes!r:.80}")
     notes = [str(n) for n in notes]
     baselines = [str(b) for b in data["baselines"]] if data.get("baselines") else None
-    return Study(str(name), data["task"], flags, grid, Path(root), env, notes, baselines)
+    launcher = parse_launcher(data.get("launcher"), path, parallel)
+    return Study(str(name), data["task"], flags, grid, Path(root), env, notes, baselines, launcher)
 
 
 def _slug(value) -> str:
@@ -171,25 +183,30 @@ def read_json_yaml(path: Path) -> dict | None:
         return None
 
 
-def train(study: Study, spec: RunSpec, log=sys.stdout, stop: StopSignals | None = None) -> int:
-    """Run (or continue) one run to the end; returns the entry point's exit status. Signals `stop` records while the
-    run is in progress are passed on to it."""
+def run_argv(study: Study, spec: RunSpec) -> list[str]:
+    """The run's command now: its flags, and `--resume` when it has a checkpoint to continue from."""
     run_dir = study.dir / "runs" / spec.id
     argv = spec.argv(study)
-    if status(run_dir) == "resume":
-        argv += ["--resume", str(run_dir / "checkpoint_latest.pth")]
-    else:  # a run killed before its first checkpoint starts again from scratch
+    return argv + ["--resume", str(run_dir / "checkpoint_latest.pth")] if status(run_dir) == "resume" else argv
+
+
+def train(study: Study, spec: RunSpec, log=sys.stdout, stop: StopSignals | None = None) -> int:
+    """Run (or continue) one run to the end in a child process; returns its exit status. Signals `stop` records while
+    the run is in progress are passed on to it. The body of every launcher job (`pfa.study.launcher.RunJob`)."""
+    argv = run_argv(study, spec)
+    if "--resume" not in argv:  # a run killed before its first checkpoint starts again from scratch
         for name in ("metrics.json", HISTORY):
-            (run_dir / name).unlink(missing_ok=True)
+            (study.dir / "runs" / spec.id / name).unlink(missing_ok=True)
     print(f"[sweep] {shlex.join(argv)}", file=log, flush=True)
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                               env={**os.environ, **study.env, "PYTHONUNBUFFERED": "1"})
+    to_file = hasattr(log, "fileno") and not isinstance(log, io.StringIO)  # then the run outlives a killed job
+    process = subprocess.Popen(argv, stdout=log if to_file else subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               bufsize=1, env={**os.environ, **study.env, "PYTHONUNBUFFERED": "1"})
     if stop is not None:
         stop.on_signal = process.send_signal
         if stop.signum:  # received while the run was starting
             process.send_signal(stop.signum)
     try:
-        for line in process.stdout:
+        for line in [] if to_file else process.stdout:
             log.write(line)
             log.flush()
         return process.wait()
@@ -198,52 +215,114 @@ def train(study: Study, spec: RunSpec, log=sys.stdout, stop: StopSignals | None 
             stop.on_signal = None
 
 
+class RunJob:
+    """The body of one submitit job: bring one run to its end (`pfa.study.sweep.train`), its output appended to the
+    run's `sweep.log`. A job that its cluster preempts or times out is queued again and resumes from the run's latest
+    checkpoint."""
+
+    def __init__(self, study, spec):
+        self.study, self.spec = study, spec
+
+    def __call__(self) -> int:
+        folder = self.study.dir / "runs" / self.spec.id
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "sweep.log", "a") as log, StopSignals() as stop:
+            code = train(self.study, self.spec, log, stop)
+        print(f"{self.spec.id}: exit status {code}", flush=True)
+        return code
+
+    def checkpoint(self) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(RunJob(self.study, self.spec))
+
+
 def _elsewhere(run_dir: Path) -> str | None:
     """'pid N' (and host) of another process that holds the run now, None when none does."""
     holder = rundir.holder(run_dir)
     return None if holder is None else f"pid {holder['pid']} on {holder['host']}"
 
 
+def _job_status(job) -> int | str:
+    """A finished job's exit status, or the first line of why the job itself failed."""
+    try:
+        return job.result()
+    except Exception as error:  # submitit's FailedJobError and UncompletedJobError carry the job's own failure
+        return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def _wait_released(run_dirs: list[Path], seconds: float = 300) -> None:
+    """Wait until no process holds these runs (runs that were signalled end their current step first)."""
+    deadline = time.monotonic() + seconds
+    while any(rundir.holder(d) is not None for d in run_dirs) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+class _Outcomes:
+    """What became of each run, written to the sweep's log as it happens."""
+
+    def __init__(self, study: Study, log):
+        self.study, self.log = study, log
+        self.failed, self.elsewhere = [], []
+
+    def say(self, text: str) -> None:
+        print(f"[sweep] {text}", file=self.log, flush=True)
+
+    def ended(self, spec: RunSpec, job, seconds: float) -> None:
+        run_dir = self.study.dir / "runs" / spec.id
+        code = _job_status(job)
+        if code == 0:
+            self.say(f"{spec.id} finished ({seconds / 60:.1f} min)")
+        elif status(run_dir) == "finished":
+            self.say(f"{spec.id} finished elsewhere")
+        elif (holder := _elsewhere(run_dir)) is not None:
+            self.say(f"{spec.id} running elsewhere ({holder}), skipped")
+            self.elsewhere.append(spec.id)
+        else:
+            self.failed.append(spec.id)
+            why = f"exit status {code}" if isinstance(code, int) else f"the job failed: {code}"
+            self.say(f"{spec.id} failed ({why}; its output: {run_dir / 'sweep.log'}); the grid goes on")
+
+
 def sweep(study: Study, log=sys.stdout) -> list[str]:
-    """Bring every run of the grid to its end; returns the ids of runs that failed. Runs that another process holds
-    are skipped; SIGINT or SIGTERM stops the run in progress (resumable) and the sweep (Interrupted)."""
-    failed, elsewhere = [], []
+    """Bring every run of the grid to its end through the study's launcher (submitit jobs, `parallel` at a time);
+    returns the ids of runs that failed. Runs that another process holds are skipped; SIGINT or SIGTERM stops the
+    runs in progress after their current step (resumable) and then the sweep (Interrupted)."""
     runs = expand(study)
     study.dir.mkdir(parents=True, exist_ok=True)
+    executor = study.launcher.executor(study.dir / "jobs")
+    outcomes, running, i = _Outcomes(study, log), {}, 0
     with StopSignals() as stop:
-        for i, spec in enumerate(runs, 1):
-            run_dir = study.dir / "runs" / spec.id
-            where = f"[sweep] {i}/{len(runs)} {spec.id}"
-            if stop.signum:
-                break
-            if status(run_dir) == "finished":
-                print(f"{where}: finished, skipped", file=log, flush=True)
-                continue
-            holder = _elsewhere(run_dir)
-            if holder is not None:
-                print(f"{where}: running elsewhere ({holder}), skipped", file=log, flush=True)
-                elsewhere.append(spec.id)
-                continue
-            print(where, file=log, flush=True)
-            code = train(study, spec, log, stop)
-            if code == 0:
-                continue
-            if stop.signum:
-                print(f"[sweep] {spec.id} cut by {signal.Signals(stop.signum).name} (resumable)", file=log, flush=True)
-                break
-            if status(run_dir) == "finished":  # finished by another process meanwhile
-                print(f"[sweep] {spec.id} finished elsewhere", file=log, flush=True)
-            elif (holder := _elsewhere(run_dir)) is not None:
-                print(f"[sweep] {spec.id} running elsewhere ({holder}), skipped", file=log, flush=True)
-                elsewhere.append(spec.id)
-            else:
-                failed.append(spec.id)
-                print(f"[sweep] {spec.id} failed; the grid goes on", file=log, flush=True)
+        while not stop.signum and (i < len(runs) or running):
+            while i < len(runs) and len(running) < study.launcher.parallel and not stop.signum:
+                spec, i = runs[i], i + 1
+                run_dir = study.dir / "runs" / spec.id
+                where = f"{i}/{len(runs)} {spec.id}"
+                if status(run_dir) == "finished":
+                    outcomes.say(f"{where}: finished, skipped")
+                elif (holder := _elsewhere(run_dir)) is not None:
+                    outcomes.say(f"{where}: running elsewhere ({holder}), skipped")
+                    outcomes.elsewhere.append(spec.id)
+                else:
+                    job = executor.submit(RunJob(study, spec))
+                    outcomes.say(f"{where}: job {job.job_id} ({study.launcher.cluster}), output in "
+                                 f"{run_dir / 'sweep.log'}")
+                    outcomes.say(shlex.join(run_argv(study, spec)))
+                    running[spec.id] = (spec, job, time.monotonic())
+            time.sleep(0.5)
+            for spec, job, started in [r for r in running.values() if r[1].done()]:
+                del running[spec.id]
+                outcomes.ended(spec, job, time.monotonic() - started)
+        if stop.signum:
+            for _, job, _ in running.values():
+                job.cancel(check=False)
+            _wait_released([study.dir / "runs" / spec_id for spec_id in running])
+            for spec_id in running:
+                outcomes.say(f"{spec_id} cut by {signal.Signals(stop.signum).name} (resumable)")
     if stop.signum:
         raise Interrupted(stop.signum, f"{signal.Signals(stop.signum).name}: the sweep of {study.name} stopped at run "
                                        f"{i} of {len(runs)}; run the same command to continue it (finished runs are "
                                        "skipped, a cut one resumes)")
-    if elsewhere:
-        print(f"[sweep] {len(elsewhere)} run(s) running elsewhere were skipped: {', '.join(elsewhere)}; run the same "
-              "command once they end to include them in the report", file=log, flush=True)
-    return failed
+    if outcomes.elsewhere:
+        outcomes.say(f"{len(outcomes.elsewhere)} run(s) running elsewhere were skipped: "
+                     f"{', '.join(outcomes.elsewhere)}; run the same command once they end to include them in the "
+                     "report")
+    return outcomes.failed

@@ -388,9 +388,12 @@ def test_the_estimates_draw_no_random_numbers_and_count_the_activations():
     (["--batch-size", "100000000000000000000"], "--batch-size must be at most 2147483647"),
     (["--width", "10000000"], "the network has 79,300,001,770,000,176 parameters"),
     (["--time-steps", "200000"], "one training step of batch size 64 needs at least"),
+    (["--workers", "100000"], "--workers must be 0 to"),
 ])
-def test_absurd_sizes_at_the_entry_point(tmp_path, capsys, argv, expected):
+def test_absurd_sizes_at_the_entry_point(tmp_path, capsys, monkeypatch, argv, expected):
     from test_fmnist import run_py
+
+    monkeypatch.setattr(capacity, "available_memory", lambda device: 2 * capacity.GIB)  # the trace passes it in time
 
     argv = ["--device", "cpu", "--width", "8", "--epochs", "1", "--train-samples", "256", "--test-samples", "128",
             "--batch-size", "64", "--out-dir", str(tmp_path / "out"), *argv]

@@ -5,9 +5,9 @@ training keeps (weights, gradients, optimiser state), with the memory free on th
 training step on a shape-only copy of the network (its LIF neurons skip their loop over the time steps) and adds up
 the inputs and outputs of its modules, the activations that backpropagation keeps: about the least the step needs, so
 a refusal means the step could not run.
-The trace stops as soon as that sum passes the free memory, or after TRACE_SECONDS (meta operations are slow: other
-loops over thousands of time steps take long), with what it has counted. Networks or steps that cannot be traced on
-the meta device are not checked. Free memory: CUDA's, or MemAvailable of /proc/meminfo.
+The trace stops as soon as that sum passes the free memory, or after TRACE_SECONDS of CPU time (meta operations are
+slow: other loops over thousands of time steps take long), with what it has counted. Networks or steps that cannot be
+traced on the meta device are not checked. Free memory: CUDA's, or MemAvailable of /proc/meminfo.
 """
 
 import contextlib
@@ -134,10 +134,10 @@ class _Deadline(TorchDispatchMode):
 
     def __init__(self, seconds: float):
         super().__init__()
-        self.end = time.monotonic() + seconds
+        self.end = time.process_time() + seconds  # CPU time: a loaded machine does not cut the trace short
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if time.monotonic() > self.end:
+        if time.process_time() > self.end:
             raise _Enough
         return func(*args, **(kwargs or {}))
 

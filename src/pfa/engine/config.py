@@ -17,6 +17,7 @@ FMNIST: `--quick` reads `pfa/recipes/fmnist/quick.yaml`). Example::
 import argparse
 import dataclasses
 import math
+import os
 import sys
 import types
 import typing
@@ -119,7 +120,8 @@ class TrainConfig(ConfigRules):
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "in [0, 1)")
         _require(self.weight_decay >= 0, "weight_decay", self.weight_decay, "0 or more")
         _require(self.gamma > 0, "gamma", self.gamma, "a positive factor")
-        _require(self.workers >= 0, "workers", self.workers, "0 or more")
+        _require(0 <= self.workers <= MAX_WORKERS, "workers", self.workers, f"0 to {MAX_WORKERS} (4 per CPU here; each "
+                 "worker is a process holding batches in memory)")
         _require(self.t_max is None or self.t_max > 0, "t_max", self.t_max, "a positive integer (or null: --epochs)")
         _require(self.step_size > 0, "step_size", self.step_size, "a positive integer")
         _require(0 <= self.tet_lambda <= 1, "tet_lambda", self.tet_lambda, "a number in [0, 1]")
@@ -154,6 +156,7 @@ class TrainConfig(ConfigRules):
 C = TypeVar("C", bound=ConfigRules)
 
 MAX_BATCH = 2**31 - 1  # beyond any data set; larger ints overflow the data loaders
+MAX_WORKERS = 4 * (os.cpu_count() or 1)  # more loader processes than that only crowd the CPUs and memory
 
 # The resume rule: a resumed run takes every setting from its checkpoint. Flags may change RESUME_FREE fields, and the
 # SCHEDULE settings, which take effect from the resumed epoch (recorded in config.yaml); any other differing flag is

@@ -266,17 +266,23 @@ class _Outcomes:
     def say(self, text: str) -> None:
         print(f"[sweep] {text}", file=self.log, flush=True)
 
+    def settled(self, run_dir: Path, label: str, finished: str = "finished, skipped") -> bool:
+        """True, and said, when the run needs no job of ours: it has finished, or another process holds it."""
+        if status(run_dir) == "finished":
+            self.say(f"{label}: {finished}")
+        elif (holder := _elsewhere(run_dir)) is not None:
+            self.say(f"{label}: running elsewhere ({holder}), skipped")
+            self.elsewhere.append(run_dir.name)
+        else:
+            return False
+        return True
+
     def ended(self, spec: RunSpec, job, seconds: float) -> None:
         run_dir = self.study.dir / "runs" / spec.id
         code = _job_status(job)
         if code == 0:
             self.say(f"{spec.id} finished ({seconds / 60:.1f} min)")
-        elif status(run_dir) == "finished":
-            self.say(f"{spec.id} finished elsewhere")
-        elif (holder := _elsewhere(run_dir)) is not None:
-            self.say(f"{spec.id} running elsewhere ({holder}), skipped")
-            self.elsewhere.append(spec.id)
-        else:
+        elif not self.settled(run_dir, spec.id, "finished elsewhere"):
             self.failed.append(spec.id)
             why = f"exit status {code}" if isinstance(code, int) else f"the job failed: {code}"
             self.say(f"{spec.id} failed ({why}; its output: {run_dir / 'sweep.log'}); the grid goes on")
@@ -296,12 +302,7 @@ def sweep(study: Study, log=sys.stdout) -> list[str]:
                 spec, i = runs[i], i + 1
                 run_dir = study.dir / "runs" / spec.id
                 where = f"{i}/{len(runs)} {spec.id}"
-                if status(run_dir) == "finished":
-                    outcomes.say(f"{where}: finished, skipped")
-                elif (holder := _elsewhere(run_dir)) is not None:
-                    outcomes.say(f"{where}: running elsewhere ({holder}), skipped")
-                    outcomes.elsewhere.append(spec.id)
-                else:
+                if not outcomes.settled(run_dir, where):
                     job = executor.submit(RunJob(study, spec))
                     outcomes.say(f"{where}: job {job.job_id} ({study.launcher.cluster}), output in "
                                  f"{run_dir / 'sweep.log'}")

@@ -68,6 +68,11 @@ def test_autoencoder_fid_is_zero_for_the_test_set_and_large_for_noise(fashion_su
     assert reused(batches_of(train)) == pytest.approx(real, rel=1e-9)
     with pytest.raises(UserError, match=r"made for images \[1, 32, 32\], this run has \[3, 32, 32\]"):
         AutoencoderFID.load_or_train(path, 3, 32, None, None, epochs=1, device=torch.device("cpu"))
+    state = torch.load(path, weights_only=True)
+    state["mean"][0] += 1.0  # one changed number, the checksum left as it was
+    torch.save(state, path)
+    with pytest.raises(UserError, match="is damaged: its contents do not match the checksum"):
+        AutoencoderFID.load_or_train(path, 1, 32, None, None, epochs=1, device=torch.device("cpu"))
 
 
 def test_inception_metrics_without_weights_give_one_line_on_how_to_enable_them(tmp_path):

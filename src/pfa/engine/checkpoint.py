@@ -74,10 +74,9 @@ def non_finite(tensors: dict[str, torch.Tensor]) -> list[str]:
     return [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
 
 
-def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arch: str | None = None,
-                    needs: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Read a checkpoint safely, with the entries REQUIRED and `needs`; with `model`, check it was written for the
-    same architecture and that every tensor has the model's shape."""
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """A file written by `save_checkpoint`, read safely (tensors and plain values only) and checked against its
+    checksum."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; give the path of a checkpoint_*.pth from a run directory")
@@ -93,6 +92,14 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arc
     if state["format"] != FORMATS[0] and state.get("checksum") != checksum(state):
         raise UserError(f"checkpoint {path} is damaged: its contents do not match the checksum saved in it (a changed "
                         "byte or a partial copy); give an intact checkpoint, e.g. checkpoint_best.pth or a backup")
+    return state
+
+
+def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, arch: str | None = None,
+                    needs: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a checkpoint safely, with the entries REQUIRED and `needs`; with `model`, check it was written for the
+    same architecture and that every tensor has the model's shape."""
+    state = read_checkpoint(path)
     missing = [k for k in (*REQUIRED, *needs) if k not in state]
     if missing or not isinstance(state["model"], dict):
         raise UserError(f"checkpoint {path} lacks {', '.join(missing) or 'a model state dict'}; it was not written "

@@ -264,11 +264,11 @@ def write_summary(study: Study, specs: list[RunSpec], rows: list[dict], groups: 
         "",
         "## What this study does not show",
         "",
-        "- The quick profile trains a narrow network for a few epochs; the reference recipe (width 128, 200 epochs) "
-        "may rank the configurations differently.",
+        "- The runs train small networks for a short budget (the flags above); the paper's recipes (full width, "
+        "hundreds of epochs) may rank the configurations differently.",
         "- A few seeds give wide intervals: \"no evidence either way\" is not evidence of no difference.",
         "- Each comparison is tested on its own at 95 %: among several, one may come out better or worse by chance.",
-        "- One dataset; nothing here speaks for event data or larger images.",
+        f"- One dataset ({study.flags.get('dataset', study.task)}); nothing here speaks for other data.",
         "- Speed was measured on a shared machine (load average below); compare it between rows only roughly.",
         "",
         *(["## Notes", "", *(f"- {note}" for note in study.notes), ""] if study.notes else []),

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch.utils.data import DataLoader, Dataset
 
-from pfa.engine.checkpoint import save_checkpoint
+from pfa.engine.checkpoint import read_checkpoint, save_checkpoint
 from pfa.errors import UserError
 from pfa.models.ann_vae import ConvAutoencoder
 from pfa.models.fsvae import hidden_dims_for
@@ -86,7 +86,7 @@ class AutoencoderFID:
         path = Path(path)
         autoencoder = fid_autoencoder_for(in_channels, input_size).to(device)
         if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = read_checkpoint(path)
             shape = state.get("image_shape")
             if shape != [in_channels, input_size, input_size]:
                 raise UserError(

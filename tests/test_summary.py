@@ -69,3 +69,10 @@ def test_comparisons_pair_by_seed_and_fall_back_to_welch():
                         "p = 0.015): **better**.")
     assert lines[1].startswith("- pfa rank=16 vs none: +2.00 points (95 % CI ") and "Welch, n = 3 vs 3" in lines[1]
     assert len(lines) == 2
+
+
+def test_a_later_baseline_is_compared_with_the_earlier_ones_but_not_twice():
+    groups = {"none": rows({1: 0.90, 2: 0.88}), "pfa relu": rows({1: 0.85, 2: 0.84}),
+              "pfa pass": rows({1: 0.87, 2: 0.85})}
+    heads = [line.split(":")[0] for line in comparisons(groups, ["none", "pfa relu"])]
+    assert heads == ["- pfa relu vs none", "- pfa pass vs none", "- pfa pass vs pfa relu"]

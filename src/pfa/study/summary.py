@@ -149,12 +149,12 @@ def compare(rows: list[dict], base: list[dict]) -> tuple[Difference, str] | None
 
 
 def comparisons(groups: dict[str, list[dict]], baselines: list[str]) -> list[str]:
-    """One line per (configuration, baseline): the difference in final accuracy, its 95 % interval, p and the
-    verdict."""
+    """One line per (configuration, baseline): the difference in accuracy, its 95 % interval, p and the verdict. A
+    later baseline is itself compared with the earlier ones."""
     lines = []
-    for base in baselines:
+    for i, base in enumerate(baselines):
         for label, rows in groups.items():
-            found = None if label in baselines else compare(rows, groups[base])
+            found = None if label in baselines[:i + 1] else compare(rows, groups[base])
             if found is None:
                 continue
             diff, test = found

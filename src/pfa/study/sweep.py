@@ -198,7 +198,10 @@ def train(study: Study, spec: RunSpec, log=sys.stdout, stop: StopSignals | None 
         for name in ("metrics.json", HISTORY):
             (study.dir / "runs" / spec.id / name).unlink(missing_ok=True)
     print(f"[sweep] {shlex.join(argv)}", file=log, flush=True)
-    to_file = hasattr(log, "fileno") and not isinstance(log, io.StringIO)  # then the run outlives a killed job
+    try:  # a real file: the run writes it itself, and so outlives a killed job
+        to_file = log.fileno() >= 0
+    except (AttributeError, io.UnsupportedOperation):
+        to_file = False
     process = subprocess.Popen(argv, stdout=log if to_file else subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                bufsize=1, env={**os.environ, **study.env, "PYTHONUNBUFFERED": "1"})
     if stop is not None:

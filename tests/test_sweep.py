@@ -14,9 +14,11 @@ import pytest
 import yaml
 
 from pfa import sweep as sweep_command
+from pfa.engine.config import parse_config
 from pfa.engine.runlog import read_history
 from pfa.study import sweep
 from pfa.study.summary import COLUMNS
+from pfa.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -118,3 +120,13 @@ def test_bad_study_is_one_line(tmp_path, capsys):
         sweep_command.main([str(tmp_path / "bad.yaml")])
     assert exit_info.value.code == 2
     assert "grid must map each flag" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "results").glob("*/sweep.yaml")), ids=lambda p: p.parent.name)
+def test_committed_study_files_load_and_every_run_parses(path, tmp_path):
+    """A pre-registered study must not fail at its first run for a mistyped flag or value."""
+    study = sweep.load_study(str(path), str(tmp_path))
+    assert study.name == path.parent.name
+    for spec in sweep.expand(study):
+        task = get_task(study.task)
+        parse_config(task.config, spec.argv(study)[4:], prog=study.task)

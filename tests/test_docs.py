@@ -239,15 +239,25 @@ def test_api_reference_is_current():
     assert result.returncode == 0, result.stderr + "\nrun: python docs/make_api.py"
 
 
+def _anchors(page: Path) -> set[str]:
+    """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^(`{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
 def test_links_resolve():
-    """Relative links of README.md and docs/ point at files that exist."""
+    """Relative links of README.md and docs/ point at files that exist, and at headings those files have."""
     for page in PAGES:
         text = re.sub(r"^(`{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)  # fenced code
         text = re.sub(r"`[^`\n]*`", "", text)  # inline code
-        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+        for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target or target.startswith("mailto:"):
                 continue
-            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+            where = page.parent / target if target else page
+            assert where.exists(), f"{page.relative_to(ROOT)} links to missing {target}"
+            if anchor and where.suffix == ".md":
+                assert anchor in _anchors(where), f"{page.relative_to(ROOT)} links to missing heading {target}#{anchor}"
 
 
 

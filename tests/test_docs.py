@@ -16,6 +16,7 @@ Any other block must run and exit 0. Blocks that train Fashion-MNIST (Debian's d
 by docs/make_api.py; the test fails when it disagrees with the docstrings.
 """
 
+import functools
 import os
 import re
 import shlex
@@ -239,18 +240,21 @@ def test_api_reference_is_current():
     assert result.returncode == 0, result.stderr + "\nrun: python docs/make_api.py"
 
 
+def _without_fenced_code(page: Path) -> str:
+    return re.sub(r"^(`{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+@functools.cache
 def _anchors(page: Path) -> set[str]:
     """The anchors GitHub gives a page's headings: lower case, punctuation dropped, spaces as hyphens."""
-    text = re.sub(r"^(`{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
-    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", text, flags=re.M)
+    headings = re.findall(r"^#{1,6}\s+(.+?)\s*$", _without_fenced_code(page), flags=re.M)
     return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
 
 
 def test_links_resolve():
     """Relative links of README.md and docs/ point at files that exist, and at headings those files have."""
     for page in PAGES:
-        text = re.sub(r"^(`{3,}).*?^\1", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)  # fenced code
-        text = re.sub(r"`[^`\n]*`", "", text)  # inline code
+        text = re.sub(r"`[^`\n]*`", "", _without_fenced_code(page))  # inline code too
         for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
             if "://" in target or target.startswith("mailto:"):
                 continue

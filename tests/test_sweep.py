@@ -127,6 +127,7 @@ def test_committed_study_files_load_and_every_run_parses(path, tmp_path):
     """A pre-registered study must not fail at its first run for a mistyped flag or value."""
     study = sweep.load_study(str(path), str(tmp_path))
     assert study.name == path.parent.name
+    task = get_task(study.task)
     for spec in sweep.expand(study):
-        task = get_task(study.task)
-        parse_config(task.config, spec.argv(study)[4:], prog=study.task)
+        flags = spec.argv(study)[4:]  # after `python -m pfa.train TASK`
+        parse_config(task.config, flags, prog=study.task)

@@ -14,11 +14,9 @@ import pytest
 import yaml
 
 from pfa import sweep as sweep_command
-from pfa.engine.config import parse_config
 from pfa.engine.runlog import read_history
 from pfa.study import sweep
 from pfa.study.summary import COLUMNS
-from pfa.tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -127,7 +125,15 @@ def test_committed_study_files_load_and_every_run_parses(path, tmp_path):
     """A pre-registered study must not fail at its first run for a mistyped flag or value."""
     study = sweep.load_study(str(path), str(tmp_path))
     assert study.name == path.parent.name
-    task = get_task(study.task)
-    for spec in sweep.expand(study):
-        flags = spec.argv(study)[4:]  # after `python -m pfa.train TASK`
-        parse_config(task.config, flags, prog=study.task)
+    sweep.check_flags(study)
+
+
+def test_a_mistyped_flag_fails_before_any_run_starts(tmp_path, capsys):
+    study = {**TINY, "grid": {"seed": [1], "model": [{"attention": "none"}, {"attention": "pfa", "rnak": 2}]}}
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    with pytest.raises(SystemExit) as exit_info:
+        sweep_command.main([str(tmp_path / "typo.yaml"), "--results", str(tmp_path / "results")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "run seed-1_attention-pfa_rnak-2" in err and "--rnak" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "tiny" / "runs").exists()

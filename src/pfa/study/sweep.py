@@ -47,12 +47,12 @@ import submitit
 import yaml
 
 from pfa.engine import rundir
-from pfa.engine.config import load_yaml
+from pfa.engine.config import load_yaml, parse_config
 from pfa.engine.runlog import HISTORY
 from pfa.engine.stop import StopSignals
 from pfa.errors import Interrupted, UserError
 from pfa.study.launcher import Launcher, parse_launcher
-from pfa.tasks import task_names
+from pfa.tasks import get_task, task_names
 
 PLAIN = str | int | float | bool  # what a flag, an environment variable or a grid value may be
 
@@ -159,6 +159,18 @@ def expand(study: Study) -> list[RunSpec]:
         run_id = "_".join(f"{k.replace('_', '-')}-{_slug(v)}" for k, v in values.items())
         runs.append(RunSpec(run_id, values, {**study.flags, **values}))
     return runs
+
+
+def check_flags(study: Study) -> None:
+    """Every run's flags parsed as its task will parse them, so a mistyped flag or value fails now, in one line, not
+    when its run comes up hours into the sweep."""
+    config = get_task(study.task).config
+    for spec in expand(study):
+        try:
+            parse_config(config, spec.argv(study)[4:], prog=study.task)  # the flags after `python -m pfa.train TASK`
+        except UserError as error:
+            raise UserError(f"study {study.name}, run {spec.id}: {error}; fix the study file (no run was started)") \
+                from None
 
 
 def read_json(path: Path) -> dict | None:
@@ -293,8 +305,10 @@ class _Outcomes:
 
 def sweep(study: Study, log=sys.stdout) -> list[str]:
     """Bring every run of the grid to its end through the study's launcher (submitit jobs, `parallel` at a time);
-    returns the ids of runs that failed. Runs that another process holds are skipped; SIGINT or SIGTERM stops the
-    runs in progress after their current step (resumable) and then the sweep (Interrupted)."""
+    returns the ids of runs that failed. Every run's flags are checked before the first job (`check_flags`). Runs
+    that another process holds are skipped; SIGINT or SIGTERM stops the runs in progress after their current step
+    (resumable) and then the sweep (Interrupted)."""
+    check_flags(study)
     runs = expand(study)
     study.dir.mkdir(parents=True, exist_ok=True)
     executor = study.launcher.executor(study.dir / "jobs")

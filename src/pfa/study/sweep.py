@@ -20,6 +20,7 @@ STUDY.yaml::
         - {attention: none}
         - {attention: pfa, rank: 4}
 
+Before the first job, every run's flags are parsed as its task parses them: a mistyped flag or value fails at once.
 A run is finished when its metrics.json has `epoch` equal to the `epochs` of its config.yaml; finished runs are skipped
 and an interrupted one continues from its checkpoint_latest.pth (`--resume`). A run's history is the engine's own
 metrics.jsonl (metrics, learning rate, seconds and load average of every epoch).

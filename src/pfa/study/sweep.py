@@ -170,8 +170,9 @@ def check_flags(study: Study) -> None:
         try:
             parse_config(config, spec.argv(study)[4:], prog=study.task)  # the flags after `python -m pfa.train TASK`
         except UserError as error:
-            raise UserError(f"study {study.name}, run {spec.id}: {error}; fix the study file (no run was started)") \
-                from None
+            why = str(error).removesuffix(" (see --help)")
+            raise UserError(f"study {study.name}, run {spec.id}: {why}; fix the study file (the flags: python -m "
+                            f"pfa.train {study.task} --help); no run was started") from None
 
 
 def read_json(path: Path) -> dict | None:

@@ -199,7 +199,7 @@ def _convert(name: str, tp: type, value, optional: bool):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print the usage and exit; we want one line through UserError
-        raise UserError(f"{message} (see --help)")
+        raise UserError(f"{message} (see {self.prog} --help)")
 
 
 def _default_text(default: Any, by_recipe: dict[str, Any], every_recipe_sets_it: bool) -> str:

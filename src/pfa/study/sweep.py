@@ -83,8 +83,9 @@ class RunSpec:
     values: dict
     flags: dict
 
-    def argv(self, study: Study) -> list[str]:
-        args = [sys.executable, "-m", "pfa.train", study.task]
+    def flag_args(self, study: Study) -> list[str]:
+        """The run's flags as its task reads them, `--out-dir` last."""
+        args = []
         for key, value in self.flags.items():
             flag = "--" + key.replace("_", "-")
             if isinstance(value, bool):
@@ -92,6 +93,9 @@ class RunSpec:
             else:
                 args += [flag, str(value)]
         return args + ["--out-dir", str(study.dir / "runs" / self.id)]
+
+    def argv(self, study: Study) -> list[str]:
+        return [sys.executable, "-m", "pfa.train", study.task, *self.flag_args(study)]
 
     def command(self, study: Study) -> str:
         """The shell command that reproduces this run (from the folder holding the results folder)."""
@@ -168,11 +172,10 @@ def check_flags(study: Study) -> None:
     config = get_task(study.task).config
     for spec in expand(study):
         try:
-            parse_config(config, spec.argv(study)[4:], prog=study.task)  # the flags after `python -m pfa.train TASK`
+            parse_config(config, spec.flag_args(study), prog=f"python -m pfa.train {study.task}")
         except UserError as error:
-            why = str(error).removesuffix(" (see --help)")
-            raise UserError(f"study {study.name}, run {spec.id}: {why}; fix the study file (the flags: python -m "
-                            f"pfa.train {study.task} --help); no run was started") from None
+            raise UserError(f"study {study.name}, run {spec.id}: {error}; fix the study file (no run was started)") \
+                from None
 
 
 def read_json(path: Path) -> dict | None:
